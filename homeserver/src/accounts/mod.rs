@@ -1,0 +1,164 @@
+//! Accounts, sessions and user-interactive authentication.
+//!
+//! Passwords are hashed with argon2id off the async runtime; access tokens are random
+//! and only their SHA-256 is stored.
+
+mod uia;
+
+use std::sync::Arc;
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+use ruma::{OwnedUserId, UserId};
+use sha2::{Digest, Sha256};
+
+pub use self::uia::{UiaSessions, UiaStage};
+use crate::{
+    error::{Error, Result},
+    rooms::random_device_id,
+    services::{Services, now_ms},
+};
+
+/// A new login: the token to hand to the client once.
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: String,
+    pub access_token: String,
+}
+
+/// Hashes a password with argon2id.
+pub async fn hash_password(password: String) -> Result<String> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| Error::internal("password hashing", e))
+    })
+    .await
+    .map_err(|e| Error::internal("password hashing", e))?
+}
+
+/// Checks a password against its stored hash, in constant time.
+pub async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// The stored form of an access token.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn new_token() -> String {
+    format!("kai_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
+}
+
+/// Checks a localpart against the spec's grammar for new user IDs.
+pub fn validate_localpart(localpart: &str) -> Result<()> {
+    let ok = !localpart.is_empty()
+        && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_username(format!(
+            "{localpart:?} is not a valid username: use lowercase letters, digits and ._=-/+"
+        )))
+    }
+}
+
+impl Services {
+    /// The user ID for a localpart or full ID given at login or registration.
+    pub fn user_id_from(&self, user: &str) -> Result<OwnedUserId> {
+        let id = if user.starts_with('@') { user.to_owned() } else { format!("@{}:{}", user.to_lowercase(), self.server_name()) };
+        let id = OwnedUserId::try_from(id).map_err(|e| Error::invalid_username(format!("invalid user ID: {e}")))?;
+        if id.as_str().len() > 255 {
+            return Err(Error::invalid_username("user ID is longer than 255 bytes"));
+        }
+        Ok(id)
+    }
+
+    /// Creates an account. Fails with `M_USER_IN_USE` if it exists.
+    pub async fn create_account(&self, localpart: &str, password: Option<String>, admin: bool) -> Result<OwnedUserId> {
+        validate_localpart(localpart)?;
+        let user_id = self.user_id_from(localpart)?;
+        let hash = match password {
+            Some(p) => Some(hash_password(p).await?),
+            None => None,
+        };
+        if !self.store.create_user(user_id.as_str(), hash.as_deref(), admin, localpart, now_ms()).await? {
+            return Err(Error::user_in_use(format!("{user_id} already exists")));
+        }
+        tracing::info!(%user_id, admin, "account created");
+        Ok(user_id)
+    }
+
+    /// Opens a session (device and token) for a user.
+    pub async fn open_session(&self, user_id: &UserId, device_id: Option<String>, display_name: Option<&str>) -> Result<Session> {
+        let device_id = device_id.unwrap_or_else(random_device_id);
+        let token = new_token();
+        self.store.create_session(user_id.as_str(), &device_id, display_name, &token_hash(&token), now_ms()).await?;
+        Ok(Session { user_id: user_id.to_owned(), device_id, access_token: token })
+    }
+
+    /// Checks a user's password; the same error for an unknown user and a wrong password.
+    pub async fn check_password(&self, user_id: &UserId, password: &str) -> Result<()> {
+        let denied = || Error::forbidden("invalid username or password");
+        let user = self.store.user(user_id.as_str()).await?.ok_or_else(denied)?;
+        if user.deactivated {
+            return Err(Error::user_deactivated("this account has been deactivated"));
+        }
+        let hash = user.password_hash.ok_or_else(denied)?;
+        if verify_password(password.to_owned(), hash).await { Ok(()) } else { Err(denied()) }
+    }
+
+    /// The (user, device) an access token belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<(OwnedUserId, String)> {
+        let (user, device) = self
+            .store
+            .session_by_token(&token_hash(token))
+            .await?
+            .ok_or_else(|| Error::unknown_token("unknown or expired access token"))?;
+        let user = OwnedUserId::try_from(user).map_err(|e| Error::internal("stored user id", e))?;
+        Ok((user, device))
+    }
+
+    /// Whether a registration token is valid now (configuration or database).
+    pub async fn registration_token_valid(&self, token: &str) -> Result<bool> {
+        Ok(self.config.registration.tokens.iter().any(|t| t == token)
+            || self.store.registration_token_valid(token, now_ms()).await?)
+    }
+
+    pub fn uia(&self) -> &Arc<UiaSessions> {
+        &self.uia
+    }
+}
+
+impl Services {
+    /// Deactivates an account: its sessions end at once, and it leaves every room.
+    pub async fn deactivate_account(&self, user_id: &UserId) -> Result<()> {
+        self.store.set_deactivated(user_id.as_str(), true).await?;
+        self.store.delete_devices(user_id.as_str(), None).await?;
+        self.store.set_password_hash(user_id.as_str(), None).await?;
+        for membership in ["join", "invite"] {
+            for room in self.store.rooms_with_membership(user_id.as_str(), membership).await? {
+                if let Ok(room_id) = ruma::OwnedRoomId::try_from(room) {
+                    let left = self
+                        .change_membership(&room_id, user_id, user_id, crate::rooms::MembershipAction::Leave, None, false)
+                        .await;
+                    if let Err(e) = left {
+                        tracing::warn!(%room_id, %user_id, error = %e, "deactivated user could not leave room");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

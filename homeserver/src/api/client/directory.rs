@@ -1,0 +1,147 @@
+//! Room aliases and the public room directory.
+
+use axum::{Json, Router};
+use ruma::api::client::{
+    alias::{create_alias, delete_alias, get_alias},
+    directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
+    room::{Visibility, aliases},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    api::{Ruma, ruma_io::RouterExt},
+    error::{Error, Result},
+    services::{AppState, Services},
+};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.ruma(put_alias)
+        .ruma(get_alias)
+        .ruma(delete_alias)
+        .ruma(room_aliases)
+        .ruma(public_rooms)
+        .ruma(public_rooms_filtered)
+        .ruma(get_visibility)
+        .ruma(set_visibility)
+}
+
+/// PUT /_matrix/client/v3/directory/room/{roomAlias}
+async fn put_alias(state: AppState, req: Ruma<create_alias::v3::Request>) -> Result<Json<Value>> {
+    let user = req.user()?;
+    let b = &req.body;
+    if b.room_alias.server_name() != state.server_name() {
+        return Err(Error::invalid_param("aliases must be on this server"));
+    }
+    state.require_joined(&b.room_id, user).await?;
+    if !state.store.create_alias(b.room_alias.as_str(), b.room_id.as_str(), user.as_str()).await? {
+        return Err(Error::new(http::StatusCode::CONFLICT, "M_UNKNOWN", format!("alias {} already exists", b.room_alias)));
+    }
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/directory/room/{roomAlias}
+async fn get_alias(state: AppState, req: Ruma<get_alias::v3::Request>) -> Result<Json<Value>> {
+    let (room_id, _) = state
+        .store
+        .alias(req.body.room_alias.as_str())
+        .await?
+        .ok_or_else(|| Error::not_found(format!("room alias {} not found", req.body.room_alias)))?;
+    Ok(Json(json!({ "room_id": room_id, "servers": [state.server_name()] })))
+}
+
+/// DELETE /_matrix/client/v3/directory/room/{roomAlias}
+async fn delete_alias(state: AppState, req: Ruma<delete_alias::v3::Request>) -> Result<Json<Value>> {
+    let user = req.user()?;
+    let alias = req.body.room_alias.as_str();
+    let (room_id, creator) = state.store.alias(alias).await?.ok_or_else(|| Error::not_found("alias not found"))?;
+    let admin = state.store.user(user.as_str()).await?.is_some_and(|u| u.is_admin);
+    if creator != user.as_str() && !admin {
+        return Err(Error::forbidden("only the alias's creator or an administrator may delete it"));
+    }
+    let _ = room_id;
+    state.store.delete_alias(alias).await?;
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/rooms/{roomId}/aliases
+async fn room_aliases(state: AppState, req: Ruma<aliases::v3::Request>) -> Result<Json<Value>> {
+    state.readable_state(&req.body.room_id, req.user()?).await?;
+    Ok(Json(json!({ "aliases": state.store.room_aliases(req.body.room_id.as_str()).await? })))
+}
+
+async fn directory(state: &Services, limit: Option<u64>, since: Option<&str>, term: Option<&str>) -> Result<Json<Value>> {
+    let offset: usize = since.and_then(|s| s.parse().ok()).unwrap_or(0);
+    let limit = limit.unwrap_or(100).clamp(1, 500) as usize;
+    let mut chunk = Vec::new();
+    for room in state.store.public_rooms().await? {
+        let current = state.store.current_state(&room).await?;
+        let content = |t: &str| current.get(&(t.to_owned(), String::new())).cloned();
+        let mut entry = json!({
+            "room_id": room,
+            "num_joined_members": state.store.joined_member_count(&room).await?,
+            "world_readable": false,
+            "guest_can_join": false,
+        });
+        for (t, field, out) in [
+            ("m.room.name", "name", "name"),
+            ("m.room.topic", "topic", "topic"),
+            ("m.room.canonical_alias", "alias", "canonical_alias"),
+            ("m.room.avatar", "url", "avatar_url"),
+            ("m.room.join_rules", "join_rule", "join_rule"),
+        ] {
+            if let Some(id) = content(t)
+                && let Some(p) = state.pdu(&id).await?
+                && let Some(v) = p.content_value().get(field)
+            {
+                entry[out] = v.clone();
+            }
+        }
+        if let Some(term) = term {
+            let hay = format!("{} {} {}", entry["name"], entry["topic"], entry["canonical_alias"]).to_lowercase();
+            if !hay.contains(&term.to_lowercase()) {
+                continue;
+            }
+        }
+        chunk.push(entry);
+    }
+    let total = chunk.len();
+    let page: Vec<Value> = chunk.into_iter().skip(offset).take(limit).collect();
+    let mut response = json!({ "chunk": page, "total_room_count_estimate": total });
+    if offset + limit < total {
+        response["next_batch"] = (offset + limit).to_string().into();
+    }
+    if offset > 0 {
+        response["prev_batch"] = offset.saturating_sub(limit).to_string().into();
+    }
+    Ok(Json(response))
+}
+
+/// GET /_matrix/client/v3/publicRooms
+async fn public_rooms(state: AppState, req: Ruma<get_public_rooms::v3::Request>) -> Result<Json<Value>> {
+    directory(&state, req.body.limit.map(u64::from), req.body.since.as_deref(), None).await
+}
+
+/// POST /_matrix/client/v3/publicRooms
+async fn public_rooms_filtered(state: AppState, req: Ruma<get_public_rooms_filtered::v3::Request>) -> Result<Json<Value>> {
+    let b = &req.body;
+    directory(&state, b.limit.map(u64::from), b.since.as_deref(), b.filter.generic_search_term.as_deref()).await
+}
+
+/// GET /_matrix/client/v3/directory/list/room/{roomId}
+async fn get_visibility(state: AppState, req: Ruma<get_room_visibility::v3::Request>) -> Result<Json<Value>> {
+    if state.store.room_version(req.body.room_id.as_str()).await?.is_none() {
+        return Err(Error::not_found("unknown room"));
+    }
+    let public = state.store.is_room_public(req.body.room_id.as_str()).await?;
+    Ok(Json(json!({ "visibility": if public { "public" } else { "private" } })))
+}
+
+/// PUT /_matrix/client/v3/directory/list/room/{roomId}
+async fn set_visibility(state: AppState, req: Ruma<set_room_visibility::v3::Request>) -> Result<Json<Value>> {
+    let user = req.user()?;
+    let room = &req.body.room_id;
+    state.require_joined(room, user).await?;
+    state.require_power(room, user, "m.room.canonical_alias").await?;
+    state.store.set_room_public(room.as_str(), req.body.visibility == Visibility::Public).await?;
+    Ok(Json(json!({})))
+}

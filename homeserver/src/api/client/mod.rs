@@ -1,0 +1,35 @@
+//! Client-Server API handlers, one module per spec module.
+
+mod account;
+mod account_data;
+mod directory;
+mod events;
+mod membership;
+mod profile;
+mod receipts;
+mod room_create;
+mod session;
+mod state;
+mod sync;
+mod versions;
+
+use axum::Router;
+
+use crate::services::AppState;
+
+pub fn routes() -> Router<AppState> {
+    let r = Router::new();
+    let r = versions::routes(r);
+    let r = session::routes(r);
+    let r = account::routes(r);
+    let r = room_create::routes(r);
+    let r = membership::routes(r);
+    let r = state::routes(r);
+    let r = events::routes(r);
+    let r = directory::routes(r);
+    let r = sync::routes(r);
+    let r = receipts::routes(r);
+    let r = account_data::routes(r);
+    profile::routes(r)
+}
+

@@ -1,0 +1,91 @@
+//! Display names and avatars; a change is written into every joined room's member event.
+
+use axum::{Json, Router};
+use ruma::api::client::profile::{get_profile, get_profile_field, set_profile_field, delete_profile_field};
+use serde_json::{Value, json};
+
+use crate::{
+    api::{Ruma, ruma_io::RouterExt},
+    error::{Error, Result},
+    rooms::EventTemplate,
+    services::{AppState, Services},
+};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.ruma(profile).ruma(field).ruma(set_field).ruma(delete_field)
+}
+
+async fn profile_json(state: &Services, user: &ruma::UserId) -> Result<Value> {
+    let u = state.store.user(user.as_str()).await?.ok_or_else(|| Error::not_found("user not found"))?;
+    let mut out = json!({});
+    if let Some(n) = u.displayname {
+        out["displayname"] = n.into();
+    }
+    if let Some(a) = u.avatar_url {
+        out["avatar_url"] = a.into();
+    }
+    Ok(out)
+}
+
+/// GET /_matrix/client/v3/profile/{userId}
+async fn profile(state: AppState, req: Ruma<get_profile::v3::Request>) -> Result<Json<Value>> {
+    Ok(Json(profile_json(&state, &req.body.user_id).await?))
+}
+
+/// GET /_matrix/client/v3/profile/{userId}/{keyName}
+async fn field(state: AppState, req: Ruma<get_profile_field::v3::Request>) -> Result<Json<Value>> {
+    let p = profile_json(&state, &req.body.user_id).await?;
+    let name = req.body.field.to_string();
+    match p.get(&name) {
+        Some(v) => Ok(Json(json!({ name: v }))),
+        None => Err(Error::not_found(format!("{name} is not set"))),
+    }
+}
+
+async fn update(state: &Services, user: &ruma::UserId, name: &str, value: Option<String>) -> Result<()> {
+    match name {
+        "displayname" => state.store.set_profile_field(user.as_str(), Some(value.as_deref()), None).await?,
+        "avatar_url" => state.store.set_profile_field(user.as_str(), None, Some(value.as_deref())).await?,
+        other => return Err(Error::bad_json(format!("profile field {other:?} is not supported"))),
+    }
+    for room in state.store.rooms_with_membership(user.as_str(), "join").await? {
+        let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else { continue };
+        let Some(id) = state.store.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await? else { continue };
+        let Some(pdu) = state.pdu(&id).await? else { continue };
+        let mut content = pdu.content_value();
+        match &value {
+            Some(v) => content[name] = v.clone().into(),
+            None => {
+                if let Some(o) = content.as_object_mut() {
+                    o.remove(name);
+                }
+            }
+        }
+        if let Err(e) = state.append_event(&room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await {
+            tracing::warn!(%room_id, error = %e, "could not update member event after profile change");
+        }
+    }
+    Ok(())
+}
+
+/// PUT /_matrix/client/v3/profile/{userId}/{keyName}
+async fn set_field(state: AppState, req: Ruma<set_profile_field::v3::Request>) -> Result<Json<Value>> {
+    let user = req.user()?;
+    if req.body.user_id != *user {
+        return Err(Error::forbidden("you can only change your own profile"));
+    }
+    let v = serde_json::to_value(&req.body.value).map_err(|e| Error::bad_json(e.to_string()))?;
+    let (name, value) = v.as_object().and_then(|o| o.iter().next()).map(|(k, v)| (k.clone(), v.clone())).ok_or_else(|| Error::bad_json("empty profile update"))?;
+    update(&state, user, &name, value.as_str().map(str::to_owned)).await?;
+    Ok(Json(json!({})))
+}
+
+/// DELETE /_matrix/client/v3/profile/{userId}/{keyName}
+async fn delete_field(state: AppState, req: Ruma<delete_profile_field::v3::Request>) -> Result<Json<Value>> {
+    let user = req.user()?;
+    if req.body.user_id != *user {
+        return Err(Error::forbidden("you can only change your own profile"));
+    }
+    update(&state, user, &req.body.field.to_string(), None).await?;
+    Ok(Json(json!({})))
+}

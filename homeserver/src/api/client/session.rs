@@ -1,0 +1,142 @@
+//! Login, logout, whoami and registration.
+
+use axum::{Json, Router};
+use ruma::api::client::{
+    account::{get_username_availability, register, whoami},
+    session::{get_login_types, login, logout, logout_all},
+    uiaa::{AuthData, UserIdentifier},
+};
+use serde_json::{Value, json};
+
+use crate::{
+    accounts::{UiaStage, validate_localpart},
+    api::{Ruma, ruma_io::RouterExt},
+    config::RegistrationMode,
+    error::{Error, Result},
+    services::{AppState, now_ms},
+};
+
+pub fn routes(r: Router<AppState>) -> Router<AppState> {
+    r.ruma(login_types).ruma(login).ruma(logout).ruma(logout_all).ruma(whoami).ruma(register).ruma(available)
+}
+
+/// GET /_matrix/client/v3/login
+async fn login_types(_: AppState, _req: Ruma<get_login_types::v3::Request>) -> Result<Json<Value>> {
+    Ok(Json(json!({ "flows": [{ "type": "m.login.password" }] })))
+}
+
+/// POST /_matrix/client/v3/login
+#[allow(deprecated)] // `user` is the pre-r0.4 form some clients still send
+async fn login(state: AppState, req: Ruma<login::v3::Request>) -> Result<Json<Value>> {
+    let body = req.body;
+    let login::v3::LoginInfo::Password(password) = body.login_info else {
+        return Err(Error::new(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "only m.login.password is supported"));
+    };
+    let user = match (&password.identifier, &password.user) {
+        (Some(UserIdentifier::Matrix(id)), _) => id.user.clone(),
+        (None, Some(user)) => user.clone(),
+        _ => return Err(Error::forbidden("only user identifiers are supported")),
+    };
+    let user_id = state.user_id_from(&user).map_err(|_| Error::forbidden("invalid username or password"))?;
+    if !state.is_local(&user_id) {
+        return Err(Error::forbidden("invalid username or password"));
+    }
+    state.check_password(&user_id, &password.password).await?;
+    let session = state
+        .open_session(&user_id, body.device_id.map(|d| d.to_string()), body.initial_device_display_name.as_deref())
+        .await?;
+    tracing::info!(user_id = %session.user_id, device = %session.device_id, "login");
+    Ok(Json(json!({
+        "user_id": session.user_id,
+        "access_token": session.access_token,
+        "device_id": session.device_id,
+        "home_server": state.server_name(),
+        "well_known": { "m.homeserver": { "base_url": format!("http://{}/", state.config.listen.client) } },
+    })))
+}
+
+/// POST /_matrix/client/v3/logout
+async fn logout(state: AppState, req: Ruma<logout::v3::Request>) -> Result<Json<Value>> {
+    let auth = req.auth()?;
+    state.store.delete_devices(auth.user.as_str(), Some(std::slice::from_ref(&auth.device))).await?;
+    Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/logout/all
+async fn logout_all(state: AppState, req: Ruma<logout_all::v3::Request>) -> Result<Json<Value>> {
+    state.store.delete_devices(req.user()?.as_str(), None).await?;
+    Ok(Json(json!({})))
+}
+
+/// GET /_matrix/client/v3/account/whoami
+async fn whoami(_: AppState, req: Ruma<whoami::v3::Request>) -> Result<Json<Value>> {
+    let auth = req.auth()?;
+    Ok(Json(json!({ "user_id": auth.user, "device_id": auth.device, "is_guest": false })))
+}
+
+/// GET /_matrix/client/v3/register/available
+async fn available(state: AppState, req: Ruma<get_username_availability::v3::Request>) -> Result<Json<Value>> {
+    validate_localpart(&req.body.username)?;
+    let id = state.user_id_from(&req.body.username)?;
+    if state.store.user(id.as_str()).await?.is_some() {
+        return Err(Error::user_in_use(format!("{id} is taken")));
+    }
+    Ok(Json(json!({ "available": true })))
+}
+
+/// POST /_matrix/client/v3/register
+///
+/// Closed unless `registration.mode = "token"`; then one UIA stage,
+/// `m.login.registration_token`.
+async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<Json<Value>> {
+    let body = req.body;
+    if state.config.registration.mode == RegistrationMode::Closed {
+        return Err(Error::forbidden("registration is closed; ask an administrator for an account"));
+    }
+    if body.kind == register::RegistrationKind::Guest {
+        return Err(Error::forbidden("guest access is disabled"));
+    }
+    let localpart = match &body.username {
+        Some(u) => u.to_lowercase(),
+        None => crate::rooms::random_localpart(12).to_lowercase(),
+    };
+    // Check the name before asking for a token, as Synapse does.
+    validate_localpart(&localpart)?;
+    let user_id = state.user_id_from(&localpart)?;
+    if state.store.user(user_id.as_str()).await?.is_some() {
+        return Err(Error::user_in_use(format!("{user_id} is already taken")));
+    }
+    let stages = [UiaStage::RegistrationToken];
+    let session = match &body.auth {
+        Some(AuthData::RegistrationToken(t)) => {
+            if !state.registration_token_valid(&t.token).await? {
+                return Err(state.uia().challenge(
+                    t.session.as_deref(),
+                    &stages,
+                    Some(Error::unauthorized("invalid registration token")),
+                ));
+            }
+            state.uia().complete(t.session.as_deref(), UiaStage::RegistrationToken)
+        }
+        Some(other) => match other.session() {
+            Some(s) if state.uia().completed(s).contains(&UiaStage::RegistrationToken) => s.to_owned(),
+            s => return Err(state.uia().challenge(s, &stages, None)),
+        },
+        None => return Err(state.uia().challenge(None, &stages, None)),
+    };
+    let password = body.password.clone().ok_or_else(|| Error::missing_param("password is required"))?;
+    let user_id = state.create_account(&localpart, Some(password), false).await?;
+    if let Some(AuthData::RegistrationToken(t)) = &body.auth
+        && !state.config.registration.tokens.contains(&t.token)
+    {
+        state.store.use_registration_token(&t.token, now_ms()).await?;
+    }
+    state.uia().finish(&session);
+    if body.inhibit_login {
+        return Ok(Json(json!({ "user_id": user_id })));
+    }
+    let s = state
+        .open_session(&user_id, body.device_id.map(|d| d.to_string()), body.initial_device_display_name.as_deref())
+        .await?;
+    Ok(Json(json!({ "user_id": s.user_id, "access_token": s.access_token, "device_id": s.device_id })))
+}

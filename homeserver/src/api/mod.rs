@@ -1,0 +1,27 @@
+//! HTTP: the Client-Server API router, the request extractor and the response type.
+
+pub mod client;
+mod ruma_io;
+
+use axum::{Router, response::IntoResponse};
+use tower_http::cors::CorsLayer;
+
+pub use self::ruma_io::{Auth, Ruma, RumaResponse};
+use crate::{error::Error, services::AppState};
+
+/// The whole HTTP application of the client listener.
+pub fn router(state: AppState) -> Router {
+    client::routes()
+        .fallback(unrecognized)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+async fn unrecognized() -> impl IntoResponse {
+    Error::unrecognized("unrecognized request")
+}
+
+async fn method_not_allowed() -> impl IntoResponse {
+    Error::method_not_allowed("method not allowed on this endpoint")
+}

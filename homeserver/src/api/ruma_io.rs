@@ -1,0 +1,167 @@
+//! One extractor for every Matrix endpoint: it authenticates the caller as the
+//! endpoint's ruma metadata demands, applies the body limit and rate limit, and parses
+//! the request with ruma. A handler's argument type says who may call it.
+
+use std::{future::Future, net::SocketAddr};
+
+use axum::{
+    Router,
+    body::Body,
+    extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State},
+    response::{IntoResponse, Response},
+    routing::{MethodFilter, on},
+};
+use bytes::BytesMut;
+use http::request::Parts;
+use ruma::{
+    OwnedUserId, UserId,
+    api::{
+        IncomingRequest, OutgoingResponse,
+        auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication},
+        path_builder::PathBuilder,
+    },
+};
+
+use crate::{
+    error::{Error, Result},
+    services::AppState,
+};
+
+/// Who must be authenticated for an endpoint, derived from ruma's auth scheme type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requirement {
+    None,
+    Optional,
+    Required,
+}
+
+pub trait AuthRequirement {
+    const REQUIREMENT: Requirement;
+}
+
+macro_rules! requirement {
+    ($($t:ty => $r:ident),*) => { $(impl AuthRequirement for $t { const REQUIREMENT: Requirement = Requirement::$r; })* };
+}
+requirement!(NoAuthentication => None, NoAccessToken => None, AccessToken => Required,
+    AccessTokenOptional => Optional, AppserviceToken => Required, AppserviceTokenOptional => Optional);
+
+/// The authenticated caller of a client endpoint.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub user: OwnedUserId,
+    pub device: String,
+    pub token: String,
+}
+
+/// A parsed Matrix request and its caller.
+pub struct Ruma<T> {
+    pub body: T,
+    pub auth: Option<Auth>,
+    pub client_ip: String,
+}
+
+impl<T> Ruma<T> {
+    /// The caller; endpoints that require a token always have one.
+    pub fn auth(&self) -> Result<&Auth> {
+        self.auth.as_ref().ok_or_else(|| Error::missing_token("missing access token"))
+    }
+
+    pub fn user(&self) -> Result<&UserId> {
+        Ok(&self.auth()?.user)
+    }
+}
+
+fn access_token(parts: &Parts) -> Option<String> {
+    if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
+        return h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_owned());
+    }
+    parts.uri.query().and_then(|q| {
+        q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.to_owned())
+    })
+}
+
+impl<T> FromRequest<AppState> for Ruma<T>
+where
+    T: IncomingRequest + Send,
+    T::Authentication: AuthRequirement,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+        let (mut parts, body) = req.into_parts();
+        let path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
+            .await
+            .map(|p| p.0)
+            .unwrap_or_default();
+        let client_ip = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
+            .await
+            .map(|c| c.0.ip().to_string())
+            .unwrap_or_default();
+        let token = access_token(&parts);
+        let auth = match (T::Authentication::REQUIREMENT, token) {
+            (Requirement::None, _) | (Requirement::Optional, None) => None,
+            (Requirement::Required, None) => return Err(Error::missing_token("missing access token")),
+            (_, Some(token)) => {
+                let (user, device) = state.authenticate(&token).await?;
+                Some(Auth { user, device, token })
+            }
+        };
+        if T::RATE_LIMITED {
+            let key = auth.as_ref().map_or_else(|| client_ip.clone(), |a| a.user.to_string());
+            state.limiter.check(&key)?;
+        }
+        let limit = state.config.limits.max_request_bytes;
+        let bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| Error::too_large(format!("request body is larger than {limit} bytes")))?;
+        let request = http::Request::from_parts(parts, bytes);
+        let body = T::try_from_http_request(request, &path_args)?;
+        Ok(Self { body, auth, client_ip })
+    }
+}
+
+/// A ruma response as an HTTP response.
+pub struct RumaResponse<R>(pub R);
+
+impl<R: OutgoingResponse> IntoResponse for RumaResponse<R> {
+    fn into_response(self) -> Response {
+        match self.0.try_into_http_response::<BytesMut>() {
+            Ok(res) => res.map(|b| Body::from(b.freeze())),
+            Err(e) => Error::internal("serialising response", e).into_response(),
+        }
+    }
+}
+
+/// Registers a handler on every path (stable and legacy) of a ruma endpoint.
+pub trait RouterExt {
+    fn ruma<T, F, Fut, R>(self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthRequirement,
+        F: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: IntoResponse + 'static;
+}
+
+impl RouterExt for Router<AppState> {
+    fn ruma<T, F, Fut, R>(mut self, handler: F) -> Self
+    where
+        T: IncomingRequest + Send + 'static,
+        T::Authentication: AuthRequirement,
+        F: Fn(AppState, Ruma<T>) -> Fut + Clone + Send + Sync + 'static,
+        Fut: Future<Output = Result<R>> + Send + 'static,
+        R: IntoResponse + 'static,
+    {
+        let Ok(method) = MethodFilter::try_from(T::METHOD) else { return self };
+        for path in T::PATH_BUILDER.all_paths() {
+            let h = handler.clone();
+            self = self.route(
+                path,
+                on(method, move |State(state): State<AppState>, req: Ruma<T>| async move {
+                    h(state, req).await.map(IntoResponse::into_response).unwrap_or_else(IntoResponse::into_response)
+                }),
+            );
+        }
+        self
+    }
+}

@@ -1,0 +1,103 @@
+//! The `kairan-homeserver` command: run the server, print a configuration, create users.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kairan_homeserver::{Config, Services};
+
+#[derive(Parser)]
+#[command(name = "kairan-homeserver", version, about = "A Matrix homeserver for a prefecture and its municipalities")]
+struct Cli {
+    /// TOML configuration file; without one, the embedded defaults apply.
+    #[arg(long, short, global = true, env = "KAIRAN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the homeserver (the default).
+    Run,
+    /// Print a commented configuration with every option at its default.
+    GenerateConfig,
+    /// Create an account.
+    CreateUser {
+        /// The localpart (`alice` for `@alice:server`).
+        name: String,
+        /// File whose first line is the password (keeps it out of shell history).
+        #[arg(long)]
+        password_file: PathBuf,
+        /// Make the account a server administrator.
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => return fail(format!("cannot start the async runtime: {e}")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => fail(e.to_string()),
+    }
+}
+
+fn fail(message: String) -> std::process::ExitCode {
+    eprintln!("kairan-homeserver: {message}");
+    std::process::ExitCode::FAILURE
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KAIRAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::GenerateConfig) = cli.command {
+        print!("{}", Config::commented_default());
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        None | Some(Command::Run) => kairan_homeserver::serve(config, shutdown_signal()).await,
+        Some(Command::CreateUser { name, password_file, admin }) => {
+            let text = std::fs::read_to_string(&password_file)
+                .map_err(|e| anyhow::anyhow!("cannot read password file {}: {e}", password_file.display()))?;
+            let password = text.lines().next().unwrap_or("").to_owned();
+            if password.is_empty() {
+                anyhow::bail!("password file {} is empty", password_file.display());
+            }
+            let services = Services::start(config).await?;
+            let user = services.create_account(&name, Some(password), admin).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            println!("created {user}{}", if admin { " (administrator)" } else { "" });
+            services.store.close().await;
+            Ok(())
+        }
+        Some(Command::GenerateConfig) => unreachable!("handled above"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

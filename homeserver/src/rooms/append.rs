@@ -1,0 +1,299 @@
+//! Appending a local event to a room: select prev and auth events, hash, sign,
+//! authorise against the state before it, persist, and wake waiting syncs.
+
+use std::{collections::HashMap, sync::Arc};
+
+use ruma::{
+    CanonicalJsonObject, CanonicalJsonValue, OwnedEventId, OwnedRoomId, RoomId, UserId,
+    events::{StateEventType, TimelineEventType},
+    room_version_rules::RoomVersionRules,
+    state_res,
+};
+use serde_json::{Value, json};
+
+use super::{Pdu, StateMap, version_rules};
+use crate::{
+    error::{Error, Result},
+    services::{Services, now_ms},
+    storage::{NewEvent, StateDelta},
+};
+
+/// What a local user wants to add to a room; the rest of the PDU is kairan's to fill in.
+#[derive(Debug, Clone)]
+pub struct EventTemplate {
+    pub kind: String,
+    pub content: Value,
+    pub state_key: Option<String>,
+    /// For redactions in room versions that keep `redacts` at the top level.
+    pub redacts: Option<OwnedEventId>,
+}
+
+impl EventTemplate {
+    pub fn state(kind: impl Into<String>, state_key: impl Into<String>, content: Value) -> Self {
+        Self { kind: kind.into(), content, state_key: Some(state_key.into()), redacts: None }
+    }
+
+    pub fn message(kind: impl Into<String>, content: Value) -> Self {
+        Self { kind: kind.into(), content, state_key: None, redacts: None }
+    }
+}
+
+/// The device transaction that produced an event, for idempotency and local echo.
+#[derive(Debug, Clone)]
+pub struct Txn {
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+/// Where a new event attaches to its room.
+pub(super) struct Parents {
+    pub prev_events: Vec<String>,
+    pub depth: i64,
+    pub state_group_before: i64,
+    pub state_before: Arc<StateMap>,
+}
+
+impl Services {
+    /// Appends an event from a local user to an existing room and returns it.
+    pub async fn append_event(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        template: EventTemplate,
+        txn: Option<Txn>,
+    ) -> Result<Arc<Pdu>> {
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
+        if let Some(txn) = &txn
+            && let Some(existing) =
+                self.store.transaction_event(sender.as_str(), &txn.device_id, &txn.txn_id).await?
+        {
+            return self.pdu(&existing).await?.ok_or_else(|| Error::internal("transaction", "event vanished"));
+        }
+        let version = self
+            .store
+            .room_version(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("unknown room {room_id}")))?;
+        let rules = version_rules(&version)
+            .ok_or_else(|| Error::internal("room version", format!("stored version {version} unsupported")))?;
+        let parents = self.parents(room_id).await?;
+        self.build_and_persist(room_id.to_owned(), &rules, sender, template, parents, txn).await
+    }
+
+    /// The forward extremities of a room and the state after them.
+    pub(super) async fn parents(&self, room_id: &RoomId) -> Result<Parents> {
+        let extremities = self.store.forward_extremities(room_id.as_str()).await?;
+        let mut depth = 0;
+        let mut chosen = None;
+        for id in &extremities {
+            let row = self.store.event(id).await?.ok_or_else(|| Error::internal("extremity", id))?;
+            let pdu = self.pdu(id).await?.ok_or_else(|| Error::internal("extremity", id))?;
+            depth = depth.max(pdu.depth as i64);
+            // With one writer per room the extremity is unique; should forks arrive (over
+            // federation) the resolved state is computed there, and a fork's newest
+            // member carries it.
+            if chosen.as_ref().is_none_or(|(d, _)| *d <= pdu.depth) {
+                chosen = Some((pdu.depth, row.state_group));
+            }
+        }
+        let (_, group) = chosen.ok_or_else(|| Error::not_found(format!("room {room_id} has no events")))?;
+        Ok(Parents {
+            prev_events: extremities,
+            depth: depth + 1,
+            state_group_before: group,
+            state_before: self.state_at_group(group).await?,
+        })
+    }
+
+    /// Builds, signs, authorises and persists an event whose parents are known.
+    pub(super) async fn build_and_persist(
+        &self,
+        room_id: OwnedRoomId,
+        rules: &RoomVersionRules,
+        sender: &UserId,
+        template: EventTemplate,
+        parents: Parents,
+        txn: Option<Txn>,
+    ) -> Result<Arc<Pdu>> {
+        let kind = TimelineEventType::from(template.kind.as_str());
+        let content_raw = serde_json::value::to_raw_value(&template.content)
+            .map_err(|e| Error::bad_json(format!("content: {e}")))?;
+        let auth_types = state_res::auth_types_for_event(
+            &kind,
+            sender,
+            template.state_key.as_deref(),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(Error::bad_json)?;
+        let mut auth_events = Vec::new();
+        for (t, k) in &auth_types {
+            if let Some(id) = parents.state_before.get(&(t.to_string(), k.clone())) {
+                auth_events.push(id.clone());
+            }
+        }
+        // v12 rooms name their create event through the room ID instead.
+        if !rules.authorization.room_create_event_id_as_room_id
+            && let Some(id) = parents.state_before.get(&("m.room.create".to_owned(), String::new()))
+            && !auth_events.contains(id)
+        {
+            auth_events.push(id.clone());
+        }
+
+        let mut obj = json!({
+            "room_id": room_id.as_str(),
+            "sender": sender.as_str(),
+            "origin_server_ts": now_ms(),
+            "type": template.kind,
+            "content": template.content,
+            "prev_events": parents.prev_events,
+            "auth_events": auth_events,
+            "depth": parents.depth,
+        });
+        if let Some(k) = &template.state_key {
+            obj["state_key"] = k.clone().into();
+        }
+        if let Some(r) = &template.redacts {
+            obj["redacts"] = r.as_str().into();
+        }
+        let (pdu, _) = self.sign_pdu(obj, rules, Some(&room_id))?;
+        self.authorise(rules, &pdu, &parents.state_before).await?;
+        self.persist_local(pdu, parents, sender, txn).await
+    }
+
+    /// Persists an already signed and authorised local PDU.
+    pub(super) async fn persist_local_pdu(&self, pdu: Arc<Pdu>, parents: Parents, sender: &UserId) -> Result<Arc<Pdu>> {
+        self.persist_local(pdu, parents, sender, None).await
+    }
+
+    /// Hashes and signs an event and derives its ID. Returns the PDU and, for a v12
+    /// create event, the room ID it founds.
+    pub(super) fn sign_pdu(
+        &self,
+        value: Value,
+        rules: &RoomVersionRules,
+        room_id: Option<&RoomId>,
+    ) -> Result<(Arc<Pdu>, OwnedRoomId)> {
+        let mut obj: CanonicalJsonObject = match ruma::canonical_json::to_canonical_value(value) {
+            Ok(CanonicalJsonValue::Object(o)) => o,
+            Ok(_) => return Err(Error::bad_json("event is not an object")),
+            Err(e) => return Err(Error::bad_json(format!("event is not canonical JSON: {e}"))),
+        };
+        ruma::signatures::hash_and_sign_event(
+            self.server_name().as_str(),
+            &self.keys.key_pair,
+            &mut obj,
+            &rules.redaction,
+        )
+        .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
+        let hash = ruma::signatures::reference_hash(&obj, rules)
+            .map_err(|e| Error::too_large(format!("event cannot be hashed: {e}")))?;
+        let event_id = OwnedEventId::try_from(format!("${hash}"))
+            .map_err(|e| Error::internal("event id", e))?;
+        let room_id = match room_id {
+            Some(r) => r.to_owned(),
+            None => OwnedRoomId::try_from(format!("!{hash}")).map_err(|e| Error::internal("room id", e))?,
+        };
+        if let Err(e) = state_res::check_pdu_format(&obj, &rules.event_format) {
+            return Err(Error::bad_json(format!("event format: {e}")));
+        }
+        let pdu = Pdu::from_json(event_id, &room_id, obj).map_err(Error::bad_json)?;
+        Ok((Arc::new(pdu), room_id))
+    }
+
+    /// Runs the room version's authorisation rules against the state before the event.
+    pub(super) async fn authorise(&self, rules: &RoomVersionRules, pdu: &Arc<Pdu>, state_before: &StateMap) -> Result<()> {
+        let mut loaded: HashMap<String, Arc<Pdu>> = HashMap::new();
+        for id in &pdu.auth_events {
+            if let Some(p) = self.pdu(id.as_str()).await? {
+                loaded.insert(id.to_string(), p);
+            }
+        }
+        // Only the state the rules can consult: a room of thousands loads a handful of events.
+        let mut keys = state_res::auth_types_for_event(
+            &pdu.kind,
+            &pdu.sender,
+            pdu.state_key.as_deref(),
+            &pdu.content,
+            &rules.authorization,
+        )
+        .map_err(Error::bad_json)?;
+        keys.push((StateEventType::RoomCreate, String::new()));
+        let mut by_key: HashMap<(String, String), Arc<Pdu>> = HashMap::new();
+        for (t, k) in keys {
+            let key = (t.to_string(), k);
+            if let Some(id) = state_before.get(&key)
+                && let Some(p) = self.pdu(id).await?
+            {
+                by_key.insert(key, p);
+            }
+        }
+        let fetch_event = |id: &ruma::EventId| loaded.get(id.as_str()).cloned();
+        state_res::check_state_independent_auth_rules(&rules.authorization, &**pdu, fetch_event)
+            .map_err(|e| Error::forbidden(format!("event not authorised: {e}")))?;
+        let fetch_state = |t: &StateEventType, k: &str| by_key.get(&(t.to_string(), k.to_owned())).cloned();
+        state_res::check_state_dependent_auth_rules(&rules.authorization, &**pdu, fetch_state)
+            .map_err(|e| Error::forbidden(format!("event not authorised: {e}")))?;
+        Ok(())
+    }
+
+    async fn persist_local(&self, pdu: Arc<Pdu>, parents: Parents, sender: &UserId, txn: Option<Txn>) -> Result<Arc<Pdu>> {
+        let key = pdu.state_key.clone().map(|k| (pdu.kind.to_string(), k));
+        let replaces_state = key.as_ref().and_then(|k| parents.state_before.get(k).cloned());
+        let content = pdu.content_value();
+        let relation = pdu.relation();
+        let new = NewEvent {
+            event_id: pdu.event_id.to_string(),
+            room_id: pdu.room_id.to_string(),
+            sender: pdu.sender.to_string(),
+            event_type: pdu.kind.to_string(),
+            state_key: pdu.state_key.clone(),
+            depth: pdu.depth as i64,
+            origin_server_ts: u64::from(pdu.origin_server_ts.get()) as i64,
+            pdu_json: pdu.json_string(),
+            prev_events: parents.prev_events,
+            state_group_before: parents.state_group_before,
+            state_delta: match key {
+                Some((event_type, state_key)) => {
+                    StateDelta::Set { event_type, state_key, event_id: pdu.event_id.to_string() }
+                }
+                None => StateDelta::Unchanged,
+            },
+            replaces_state,
+            membership: (pdu.kind == TimelineEventType::RoomMember)
+                .then(|| content.get("membership").and_then(Value::as_str).map(str::to_owned))
+                .flatten(),
+            rel_type: relation.as_ref().map(|r| r.0.clone()),
+            relates_to: relation.map(|r| r.1),
+            redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+            txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
+        };
+        let (pos, _group) = self.store.persist_event(&new).await?;
+        self.rooms.cache_pdu(pdu.clone());
+        self.notifier.advance(pos);
+        Ok(pdu)
+    }
+
+    /// The state map of a state group (cached: groups never change).
+    pub async fn state_at_group(&self, group: i64) -> Result<Arc<StateMap>> {
+        if let Some(s) = self.rooms.cached_state(group) {
+            return Ok(s);
+        }
+        let state = Arc::new(self.store.state_group(group).await?);
+        self.rooms.cache_state(group, state.clone());
+        Ok(state)
+    }
+
+    /// A stored PDU by event ID (cached: PDUs never change).
+    pub async fn pdu(&self, event_id: &str) -> Result<Option<Arc<Pdu>>> {
+        if let Some(p) = self.rooms.cached_pdu(event_id) {
+            return Ok(Some(p));
+        }
+        let Some(row) = self.store.event(event_id).await? else { return Ok(None) };
+        let pdu = Pdu::from_stored(&row.event_id, &row.room_id, &row.pdu_json)
+            .map_err(|e| Error::internal("stored event unreadable", e))?;
+        self.rooms.cache_pdu(pdu.clone());
+        Ok(Some(pdu))
+    }
+}

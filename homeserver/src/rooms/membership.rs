@@ -1,0 +1,134 @@
+//! Joining, inviting, leaving, kicking, banning: membership events built for the user.
+
+use ruma::{OwnedRoomId, RoomId, UserId};
+use serde_json::{Value, json};
+
+use super::EventTemplate;
+use crate::{
+    error::{Error, Result},
+    services::Services,
+};
+
+/// A membership change made by `sender` about `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipAction {
+    Invite,
+    Leave,
+    Kick,
+    Ban,
+    Unban,
+}
+
+impl Services {
+    /// Resolves `#alias:server` or `!room:server` to a room ID known here.
+    pub async fn resolve_room(&self, id_or_alias: &str) -> Result<OwnedRoomId> {
+        if id_or_alias.starts_with('#') {
+            let (room, _) = self
+                .store
+                .alias(id_or_alias)
+                .await?
+                .ok_or_else(|| Error::not_found(format!("no room has the alias {id_or_alias}")))?;
+            OwnedRoomId::try_from(room).map_err(|e| Error::internal("stored room id", e))
+        } else {
+            OwnedRoomId::try_from(id_or_alias).map_err(|e| Error::invalid_param(format!("invalid room ID: {e}")))
+        }
+    }
+
+    /// The user joins a room (by the room's own rules: invite, public, ...).
+    pub async fn join_room(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
+        if self.store.room_version(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("room {room_id} is not known to this server")));
+        }
+        if self.store.membership(room_id.as_str(), user.as_str()).await?.as_deref() == Some("join") {
+            return Ok(());
+        }
+        let mut content = self.member_content(user, "join").await?;
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None)
+            .await?;
+        self.store.unforget_room(user.as_str(), room_id.as_str()).await?;
+        Ok(())
+    }
+
+    /// A membership change by `sender` concerning `target` (which may be the sender).
+    pub async fn change_membership(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        action: MembershipAction,
+        reason: Option<String>,
+        is_direct: bool,
+    ) -> Result<()> {
+        let current = self.store.membership(room_id.as_str(), target.as_str()).await?;
+        if current.is_none() && self.store.room_version(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("room {room_id} is not known to this server")));
+        }
+        let membership = match action {
+            MembershipAction::Invite => {
+                if self.is_local(target) && self.store.user(target.as_str()).await?.is_none() {
+                    return Err(Error::not_found(format!("unknown user {target}")));
+                }
+                match current.as_deref() {
+                    Some("join") => return Err(Error::forbidden(format!("{target} is already in the room"))),
+                    Some("ban") => return Err(Error::forbidden(format!("{target} is banned from the room"))),
+                    Some("invite") => return Ok(()),
+                    _ => "invite",
+                }
+            }
+            MembershipAction::Leave => {
+                if current.is_none() || current.as_deref() == Some("leave") {
+                    // Leaving a room one is not in is a no-op, as in Synapse.
+                    return match current {
+                        Some(_) => Ok(()),
+                        None => Err(Error::forbidden(format!("{target} is not in room {room_id}"))),
+                    };
+                }
+                "leave"
+            }
+            MembershipAction::Kick => {
+                if !matches!(current.as_deref(), Some("join" | "invite" | "knock")) {
+                    return Err(Error::forbidden(format!("{target} is not in the room")));
+                }
+                "leave"
+            }
+            MembershipAction::Ban => "ban",
+            MembershipAction::Unban => {
+                if current.as_deref() != Some("ban") {
+                    return Err(Error::forbidden(format!("{target} is not banned")));
+                }
+                "leave"
+            }
+        };
+        let mut content = if matches!(action, MembershipAction::Invite) {
+            self.member_content(target, membership).await?
+        } else {
+            json!({ "membership": membership })
+        };
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        if is_direct {
+            content["is_direct"] = true.into();
+        }
+        self.append_event(room_id, sender, EventTemplate::state("m.room.member", target.as_str(), content), None)
+            .await?;
+        Ok(())
+    }
+
+    /// `{"membership": m, "displayname": .., "avatar_url": ..}` from the user's profile.
+    async fn member_content(&self, user: &UserId, membership: &str) -> Result<Value> {
+        let mut content = json!({ "membership": membership });
+        if let Some(p) = self.store.user(user.as_str()).await? {
+            if let Some(n) = p.displayname {
+                content["displayname"] = n.into();
+            }
+            if let Some(a) = p.avatar_url {
+                content["avatar_url"] = a.into();
+            }
+        }
+        Ok(content)
+    }
+}

@@ -1,0 +1,60 @@
+//! The services of one homeserver, shared by every request handler.
+
+use std::sync::Arc;
+
+use crate::{
+    config::Config, keys::ServerKeys, ratelimit::RateLimiter, rooms::RoomCaches, storage::Store,
+    sync::{Notifier, Typing},
+};
+
+/// Everything a handler may call. Services own the rules; storage owns the SQL.
+pub struct Services {
+    pub config: Config,
+    pub store: Store,
+    pub keys: ServerKeys,
+    pub notifier: Notifier,
+    pub rooms: RoomCaches,
+    pub typing: Typing,
+    pub limiter: RateLimiter,
+    pub uia: std::sync::Arc<crate::accounts::UiaSessions>,
+}
+
+/// The axum application state.
+pub type AppState = Arc<Services>;
+
+impl Services {
+    /// Opens the database (running migrations) and loads or creates the signing key.
+    pub async fn start(config: Config) -> anyhow::Result<AppState> {
+        let keys = ServerKeys::load_or_create(&config.data_dir)?;
+        let store = Store::open(&config.database_url(), config.database.max_connections).await?;
+        let pos = store.current_stream_pos().await?;
+        Ok(Arc::new(Self {
+            limiter: RateLimiter::new(&config.rate_limits),
+            config,
+            store,
+            keys,
+            notifier: Notifier::new(pos),
+            rooms: RoomCaches::default(),
+            typing: Typing::default(),
+            uia: Default::default(),
+        }))
+    }
+
+    pub fn server_name(&self) -> &ruma::ServerName {
+        // Validated when the configuration was loaded.
+        <&ruma::ServerName>::try_from(self.config.server_name.as_str()).expect("validated server name")
+    }
+
+    /// Whether a user ID belongs to this server.
+    pub fn is_local(&self, user_id: &ruma::UserId) -> bool {
+        user_id.server_name() == self.server_name()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

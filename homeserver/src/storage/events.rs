@@ -1,0 +1,433 @@
+//! Events, the room DAG's edges and extremities, state groups and current state.
+
+use std::collections::BTreeMap;
+
+use sqlx::{AssertSqlSafe, Row, any::AnyRow};
+
+use super::{Store, Tx};
+
+/// `(event type, state key) -> event ID`
+pub type StateMap = BTreeMap<(String, String), String>;
+
+/// An event as stored, with what kairan computed about it.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub stream_ordering: i64,
+    pub event_id: String,
+    pub room_id: String,
+    pub pdu_json: String,
+    pub redacted_by: Option<String>,
+    pub replaces_state: Option<String>,
+    pub txn_device: Option<String>,
+    pub txn_id: Option<String>,
+    pub state_group_before: i64,
+    pub state_group: i64,
+}
+
+const EVENT_COLUMNS: &str = "stream_ordering, event_id, room_id, pdu_json, redacted_by, replaces_state, \
+     txn_device, txn_id, state_group_before, state_group";
+
+fn event_row(r: &AnyRow) -> sqlx::Result<EventRow> {
+    Ok(EventRow {
+        stream_ordering: r.try_get(0)?,
+        event_id: r.try_get(1)?,
+        room_id: r.try_get(2)?,
+        pdu_json: r.try_get(3)?,
+        redacted_by: r.try_get(4)?,
+        replaces_state: r.try_get(5)?,
+        txn_device: r.try_get(6)?,
+        txn_id: r.try_get(7)?,
+        state_group_before: r.try_get(8)?,
+        state_group: r.try_get(9)?,
+    })
+}
+
+/// How the state after a new event is recorded.
+#[derive(Debug, Clone)]
+pub enum StateDelta {
+    /// Not a state event: the state after is the state before.
+    Unchanged,
+    /// One entry changes relative to `state_group_before`.
+    Set { event_type: String, state_key: String, event_id: String },
+}
+
+/// Everything needed to persist one event atomically.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub pdu_json: String,
+    pub prev_events: Vec<String>,
+    /// The state group holding the state before this event (already persisted).
+    pub state_group_before: i64,
+    pub state_delta: StateDelta,
+    /// The event this state event replaces, for `unsigned.replaces_state`.
+    pub replaces_state: Option<String>,
+    /// For `m.room.member`: the membership it sets.
+    pub membership: Option<String>,
+    pub rel_type: Option<String>,
+    pub relates_to: Option<String>,
+    /// The event this one redacts, if it is a redaction.
+    pub redacts: Option<String>,
+    /// `(user, device, txn_id)` for client-sent events.
+    pub txn: Option<(String, String, String)>,
+}
+
+/// Longest chain of deltas before a full snapshot is written.
+const MAX_CHAIN: i64 = 64;
+
+impl Store {
+    /// Persists an event and everything derived from it in one transaction.
+    /// Returns `(stream_ordering, state_group)`.
+    pub async fn persist_event(&self, ev: &NewEvent) -> sqlx::Result<(i64, i64)> {
+        let mut tx = self.begin().await?;
+        let state_group = match &ev.state_delta {
+            StateDelta::Unchanged => ev.state_group_before,
+            StateDelta::Set { event_type, state_key, event_id } => {
+                let mut delta = StateMap::new();
+                delta.insert((event_type.clone(), state_key.clone()), event_id.clone());
+                Self::insert_state_group(&mut tx, &ev.room_id, Some(ev.state_group_before), &delta).await?
+            }
+        };
+        for prev in &ev.prev_events {
+            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&ev.event_id)
+                .bind(prev)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(&ev.room_id)
+                .bind(prev)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
+            .bind(&ev.room_id)
+            .bind(&ev.event_id)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(state_key) = &ev.state_key {
+            sqlx::query(
+                "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, event_type, state_key) \
+                 DO UPDATE SET event_id = $4, membership = $5",
+            )
+            .bind(&ev.room_id)
+            .bind(&ev.event_type)
+            .bind(state_key)
+            .bind(&ev.event_id)
+            .bind(&ev.membership)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(redacts) = &ev.redacts {
+            sqlx::query(
+                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
+            )
+            .bind(&ev.event_id)
+            .bind(redacts)
+            .bind(&ev.room_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some((user, device, txn_id)) = &ev.txn {
+            sqlx::query(
+                "INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(user)
+            .bind(device)
+            .bind(txn_id)
+            .bind(&ev.event_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let pos = Self::next_counter(&mut tx, "stream").await?;
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+             origin_server_ts, pdu_json, state_group_before, state_group, replaces_state, rel_type, relates_to, \
+             txn_device, txn_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(pos)
+        .bind(&ev.event_id)
+        .bind(&ev.room_id)
+        .bind(&ev.sender)
+        .bind(&ev.event_type)
+        .bind(&ev.state_key)
+        .bind(ev.depth)
+        .bind(ev.origin_server_ts)
+        .bind(&ev.pdu_json)
+        .bind(ev.state_group_before)
+        .bind(state_group)
+        .bind(&ev.replaces_state)
+        .bind(&ev.rel_type)
+        .bind(&ev.relates_to)
+        .bind(ev.txn.as_ref().map(|t| &t.1))
+        .bind(ev.txn.as_ref().map(|t| &t.2))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((pos, state_group))
+    }
+
+    /// Writes a state group: a delta on `prev`, or a full snapshot when `prev` is `None`
+    /// or its chain is already long.
+    pub async fn insert_state_group(
+        tx: &mut Tx<'_>,
+        room_id: &str,
+        prev: Option<i64>,
+        delta: &StateMap,
+    ) -> sqlx::Result<i64> {
+        let id = Self::next_counter(tx, "state_group").await?;
+        let prev_len = match prev {
+            Some(p) => {
+                sqlx::query_scalar::<_, i64>("SELECT chain_len FROM state_groups WHERE id = $1")
+                    .bind(p)
+                    .fetch_one(&mut **tx)
+                    .await?
+            }
+            None => 0,
+        };
+        let (prev, chain_len, entries) = match prev {
+            Some(p) if prev_len < MAX_CHAIN => (Some(p), prev_len + 1, delta.clone()),
+            Some(p) => {
+                let mut full = Self::load_state_group_tx(tx, p).await?;
+                full.extend(delta.iter().map(|(k, v)| (k.clone(), v.clone())));
+                (None, 0, full)
+            }
+            None => (None, 0, delta.clone()),
+        };
+        sqlx::query("INSERT INTO state_groups (id, room_id, prev_group, chain_len) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(room_id)
+            .bind(prev)
+            .bind(chain_len)
+            .execute(&mut **tx)
+            .await?;
+        for ((event_type, state_key), event_id) in &entries {
+            sqlx::query(
+                "INSERT INTO state_group_entries (state_group, event_type, state_key, event_id) \
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(event_type)
+            .bind(state_key)
+            .bind(event_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(id)
+    }
+
+    /// A new full-snapshot state group, in its own transaction.
+    pub async fn create_state_group(&self, room_id: &str, state: &StateMap) -> sqlx::Result<i64> {
+        let mut tx = self.begin().await?;
+        let id = Self::insert_state_group(&mut tx, room_id, None, state).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn load_state_group_tx(tx: &mut Tx<'_>, group: i64) -> sqlx::Result<StateMap> {
+        let mut state = StateMap::new();
+        let mut next = Some(group);
+        while let Some(g) = next {
+            let rows = sqlx::query("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
+                .bind(g)
+                .fetch_all(&mut **tx)
+                .await?;
+            for r in rows {
+                state.entry((r.try_get(0)?, r.try_get(1)?)).or_insert(r.try_get(2)?);
+            }
+            next = sqlx::query_scalar::<_, Option<i64>>("SELECT prev_group FROM state_groups WHERE id = $1")
+                .bind(g)
+                .fetch_one(&mut **tx)
+                .await?;
+        }
+        Ok(state)
+    }
+
+    /// The full state map of a state group.
+    pub async fn state_group(&self, group: i64) -> sqlx::Result<StateMap> {
+        let mut tx = self.begin().await?;
+        let state = Self::load_state_group_tx(&mut tx, group).await?;
+        tx.rollback().await?;
+        Ok(state)
+    }
+
+    pub async fn event(&self, event_id: &str) -> sqlx::Result<Option<EventRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1")))
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    /// The event with the highest stream ordering at or below `pos` in a room.
+    pub async fn last_event_at(&self, room_id: &str, pos: i64) -> sqlx::Result<Option<EventRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering <= $2 \
+             ORDER BY stream_ordering DESC LIMIT 1"
+        )))
+        .bind(room_id)
+        .bind(pos)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(event_row).transpose()
+    }
+
+    /// Events of a room with `from < stream_ordering <= to`, newest first when `backwards`.
+    pub async fn room_events(
+        &self,
+        room_id: &str,
+        from_exclusive: i64,
+        to_inclusive: i64,
+        backwards: bool,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        let order = if backwards { "DESC" } else { "ASC" };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND stream_ordering > $2 \
+             AND stream_ordering <= $3 ORDER BY stream_ordering {order} LIMIT $4"
+        )))
+        .bind(room_id)
+        .bind(from_exclusive)
+        .bind(to_inclusive)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// Events that relate to `event_id`, optionally of one relation type, oldest first.
+    pub async fn relations(
+        &self,
+        event_id: &str,
+        rel_type: Option<&str>,
+        from_exclusive: i64,
+        to_inclusive: i64,
+        backwards: bool,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        let order = if backwards { "DESC" } else { "ASC" };
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND ($2 IS NULL OR rel_type = $2) \
+             AND stream_ordering > $3 AND stream_ordering <= $4 ORDER BY stream_ordering {order} LIMIT $5"
+        )))
+        .bind(event_id)
+        .bind(rel_type)
+        .bind(from_exclusive)
+        .bind(to_inclusive)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// `(rel_type, event_type?, sender, event_id)` of unredacted relations to the events given.
+    pub async fn relations_of(&self, event_ids: &[String]) -> sqlx::Result<Vec<EventRow>> {
+        let mut out = Vec::new();
+        for id in event_ids {
+            let rows = sqlx::query(AssertSqlSafe(format!(
+                "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND redacted_by IS NULL \
+                 ORDER BY stream_ordering"
+            )))
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                out.push(event_row(r)?);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The event a device's transaction produced, if it was already sent.
+    pub async fn transaction_event(&self, user: &str, device: &str, txn_id: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+        )
+        .bind(user)
+        .bind(device)
+        .bind(txn_id)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Current state of a room.
+    pub async fn current_state(&self, room_id: &str) -> sqlx::Result<StateMap> {
+        let rows = sqlx::query("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?))).collect()
+    }
+
+    pub async fn current_state_event(&self, room_id: &str, event_type: &str, state_key: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
+        )
+        .bind(room_id)
+        .bind(event_type)
+        .bind(state_key)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Membership changes of `user_id` with `since < stream_ordering <= to`.
+    pub async fn membership_changes(&self, user_id: &str, since: i64, to: i64) -> sqlx::Result<Vec<EventRow>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE state_key = $1 AND event_type = 'm.room.member' \
+             AND stream_ordering > $2 AND stream_ordering <= $3 ORDER BY stream_ordering"
+        )))
+        .bind(user_id)
+        .bind(since)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
+    }
+
+    /// Rooms with an event in `(since, to]`, among those given.
+    pub async fn rooms_with_events_since(&self, since: i64, to: i64) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2",
+        )
+        .bind(since)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Number of events in `(after, to]` from senders other than `user`, of the given types.
+    pub async fn count_events_after(
+        &self,
+        room_id: &str,
+        user: &str,
+        after: i64,
+        to: i64,
+    ) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT pdu_json FROM events WHERE room_id = $1 AND sender <> $2 AND stream_ordering > $3 \
+             AND stream_ordering <= $4 AND redacted_by IS NULL \
+             AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.poll.start', 'org.matrix.msc3381.poll.start') \
+             ORDER BY stream_ordering DESC LIMIT 1000",
+        )
+        .bind(room_id)
+        .bind(user)
+        .bind(after)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+    }
+}

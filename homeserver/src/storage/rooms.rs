@@ -1,0 +1,172 @@
+//! Rooms, memberships as seen from current state, aliases and the public directory.
+
+use sqlx::Row;
+
+use super::{Store, flag};
+
+impl Store {
+    pub async fn create_room_row(&self, room_id: &str, version: &str, creator: &str, is_public: bool, now_ms: i64) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (room_id) DO NOTHING",
+        )
+        .bind(room_id)
+        .bind(version)
+        .bind(creator)
+        .bind(flag(is_public))
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn room_version(&self, room_id: &str) -> sqlx::Result<Option<String>> {
+        sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    pub async fn set_room_public(&self, room_id: &str, public: bool) -> sqlx::Result<()> {
+        sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_id = $1")
+            .bind(room_id)
+            .bind(flag(public))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_room_public(&self, room_id: &str) -> sqlx::Result<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = $1")
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.unwrap_or(0) != 0)
+    }
+
+    pub async fn public_rooms(&self) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts, room_id")
+            .fetch_all(&self.pool)
+            .await
+    }
+
+    /// The user's current membership in a room.
+    pub async fn membership(&self, room_id: &str, user_id: &str) -> sqlx::Result<Option<String>> {
+        let v: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT membership FROM current_state WHERE room_id = $1 AND event_type = 'm.room.member' AND state_key = $2",
+        )
+        .bind(room_id)
+        .bind(user_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(v.flatten())
+    }
+
+    /// Rooms in which the user's current membership is the one given.
+    pub async fn rooms_with_membership(&self, user_id: &str, membership: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT room_id FROM current_state WHERE state_key = $1 AND event_type = 'm.room.member' \
+             AND membership = $2 ORDER BY room_id",
+        )
+        .bind(user_id)
+        .bind(membership)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// `(user_id, membership)` of every member event in a room's current state.
+    pub async fn members(&self, room_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
+        let rows = sqlx::query(
+            "SELECT state_key, membership, event_id FROM current_state WHERE room_id = $1 AND event_type = 'm.room.member' \
+             ORDER BY state_key",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get::<Option<String>, _>(1)?.unwrap_or_default(), r.try_get(2)?)))
+            .collect()
+    }
+
+    pub async fn joined_member_count(&self, room_id: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM current_state WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = 'join'",
+        )
+        .bind(room_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Users who share a joined room with `user_id` (including the user).
+    pub async fn users_sharing_rooms(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT b.state_key FROM current_state a JOIN current_state b ON a.room_id = b.room_id \
+             WHERE a.state_key = $1 AND a.event_type = 'm.room.member' AND a.membership = 'join' \
+             AND b.event_type = 'm.room.member' AND b.membership = 'join'",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    pub async fn forget_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn unforget_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+            .bind(user_id)
+            .bind(room_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn is_forgotten(&self, user_id: &str, room_id: &str) -> sqlx::Result<bool> {
+        let v: Option<i64> = sqlx::query_scalar("SELECT 1 FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
+            .bind(user_id)
+            .bind(room_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.is_some())
+    }
+
+    /// Maps an alias to a room; `false` if the alias is taken.
+    pub async fn create_alias(&self, alias: &str, room_id: &str, creator: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO room_aliases (alias, room_id, creator) VALUES ($1, $2, $3) ON CONFLICT (alias) DO NOTHING",
+        )
+        .bind(alias)
+        .bind(room_id)
+        .bind(creator)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// `(room_id, creator)` of an alias.
+    pub async fn alias(&self, alias: &str) -> sqlx::Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
+            .bind(alias)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
+    pub async fn delete_alias(&self, alias: &str) -> sqlx::Result<()> {
+        sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
+            .bind(room_id)
+            .fetch_all(&self.pool)
+            .await
+    }
+}

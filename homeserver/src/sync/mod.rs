@@ -1,0 +1,390 @@
+//! `/sync`: what changed for one device since a token, waiting for news when nothing has.
+
+mod filter;
+mod notifier;
+mod typing;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use ruma::{RoomId, UserId};
+use serde_json::{Map, Value, json};
+
+pub use self::{
+    filter::{Filter, RoomEventFilter},
+    notifier::{Notifier, Position},
+    typing::Typing,
+};
+use crate::{
+    error::{Error, Result},
+    rooms::{ClientEventOptions, StateMap},
+    services::Services,
+    storage::EventRow,
+};
+
+/// A parsed sync token: `s{stream}_{typing}`.
+pub fn parse_token(token: &str) -> Result<Position> {
+    let t = token.strip_prefix('s').unwrap_or(token);
+    let mut parts = t.split('_');
+    let stream = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| Error::invalid_param(format!("invalid token {token:?}")))?;
+    let typing = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok(Position { stream, typing })
+}
+
+pub fn format_token(p: Position) -> String {
+    format!("s{}_{}", p.stream, p.typing)
+}
+
+/// Default number of timeline events per room, as in Synapse.
+const DEFAULT_TIMELINE_LIMIT: u64 = 10;
+
+/// One sync request, parsed.
+pub struct SyncRequest<'a> {
+    pub user: &'a UserId,
+    pub device: &'a str,
+    pub since: Option<Position>,
+    pub filter: Filter,
+    pub full_state: bool,
+    pub timeout: Duration,
+}
+
+impl Services {
+    /// Answers a sync request, waiting up to its timeout when there is nothing new.
+    pub async fn sync(&self, req: SyncRequest<'_>) -> Result<Value> {
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut rx = self.notifier.subscribe();
+        loop {
+            let now = *rx.borrow_and_update();
+            self.expire_typing();
+            let (response, has_news) = self.sync_once(&req, now).await?;
+            if has_news || req.since.is_none() || req.full_state || tokio::time::Instant::now() >= deadline {
+                return Ok(response);
+            }
+            // Wake for a commit, a typing change, a typing notice running out, or the deadline.
+            let typing_expiry = self.typing.next_expiry().map(tokio::time::Instant::from_std);
+            let wake = typing_expiry.map_or(deadline, |t| t.min(deadline));
+            tokio::select! {
+                changed = rx.changed() => { if changed.is_err() { return Ok(response); } }
+                _ = tokio::time::sleep_until(wake) => {}
+            }
+        }
+    }
+
+    fn expire_typing(&self) {
+        if self.typing.next_expiry().is_some_and(|t| t <= std::time::Instant::now()) {
+            let serial = self.notifier.current().typing + 1;
+            if self.typing.expire(|| serial) > 0 {
+                self.notifier.bump_typing();
+            }
+        }
+    }
+
+    async fn sync_once(&self, req: &SyncRequest<'_>, now: Position) -> Result<(Value, bool)> {
+        let user = req.user;
+        let since = req.since.unwrap_or_default();
+        let initial = req.since.is_none() || req.full_state;
+        let opts = ClientEventOptions { viewer: user, device_id: Some(req.device), bundle_relations: true };
+        let mut has_news = false;
+
+        let changes = if req.since.is_some() {
+            self.store.membership_changes(user.as_str(), since.stream, now.stream).await?
+        } else {
+            vec![]
+        };
+        let active: BTreeSet<String> = if initial {
+            BTreeSet::new()
+        } else {
+            self.store.rooms_with_events_since(since.stream, now.stream).await?.into_iter().collect()
+        };
+
+        let mut join = Map::new();
+        for room in self.store.rooms_with_membership(user.as_str(), "join").await? {
+            if !req.filter.room.allows_room(&room) {
+                continue;
+            }
+            let room_id = <&RoomId>::try_from(room.as_str()).map_err(|e| Error::internal("room id", e))?;
+            let newly_joined = changes.iter().any(|c| c.room_id == room);
+            let full = initial || newly_joined;
+            let (typing_users, typing_serial) = self.typing.typing(&room);
+            let typing_changed = typing_serial > since.typing || (initial && !typing_users.is_empty());
+            let receipts = self.store.receipts_since(&room, if initial { 0 } else { since.stream }, now.stream).await?;
+            let room_data: Vec<_> = self
+                .store
+                .account_data_since(user.as_str(), if initial { 0 } else { since.stream }, now.stream)
+                .await?
+                .into_iter()
+                .filter(|(r, _, _)| *r == room)
+                .collect();
+            if !full && !active.contains(&room) && !typing_changed && receipts.is_empty() && room_data.is_empty() {
+                continue;
+            }
+            let mut section = self
+                .room_section(room_id, req, if full { 0 } else { since.stream }, since.stream, now.stream, full, opts)
+                .await?;
+            let mut ephemeral = Vec::new();
+            if typing_changed {
+                ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": typing_users } }));
+            }
+            if !receipts.is_empty() {
+                ephemeral.push(receipt_event(&receipts, user.as_str()));
+            }
+            section["ephemeral"] = json!({ "events": ephemeral });
+            section["account_data"] = json!({
+                "events": room_data.iter().map(|(_, t, c)| json!({ "type": t, "content": parse_json(c) })).collect::<Vec<_>>()
+            });
+            section["unread_notifications"] = self.unread_counts(room_id, user, now.stream).await?;
+            join.insert(room, section);
+        }
+
+        let mut invite = Map::new();
+        for room in self.store.rooms_with_membership(user.as_str(), "invite").await? {
+            let Some(member_id) = self.store.current_state_event(&room, "m.room.member", user.as_str()).await? else { continue };
+            let Some(row) = self.store.event(&member_id).await? else { continue };
+            if !initial && row.stream_ordering <= since.stream {
+                continue;
+            }
+            let state = self.state_at_group(row.state_group).await?;
+            let mut events = Vec::new();
+            for ((t, k), id) in state.iter() {
+                let stripped = matches!(
+                    t.as_str(),
+                    "m.room.create" | "m.room.join_rules" | "m.room.name" | "m.room.avatar" | "m.room.canonical_alias"
+                        | "m.room.encryption" | "m.room.topic"
+                ) || (t == "m.room.member" && k == user.as_str())
+                    || (t == "m.room.member" && Some(k.as_str()) == self.pdu(&member_id).await?.map(|p| p.sender.to_string()).as_deref());
+                if stripped && let Some(p) = self.pdu(id).await? {
+                    events.push(json!({ "type": t, "state_key": k, "content": p.content_value(), "sender": p.sender }));
+                }
+            }
+            invite.insert(room, json!({ "invite_state": { "events": events } }));
+        }
+
+        let mut leave = Map::new();
+        let joined_or_invited: BTreeSet<String> =
+            join.keys().chain(invite.keys()).cloned().collect();
+        let leave_rows: Vec<&EventRow> = changes.iter().filter(|c| !joined_or_invited.contains(&c.room_id)).collect();
+        let mut seen = BTreeSet::new();
+        for row in leave_rows.iter().rev() {
+            if !seen.insert(row.room_id.clone()) {
+                continue;
+            }
+            let m = self.store.membership(&row.room_id, user.as_str()).await?;
+            if !matches!(m.as_deref(), Some("leave" | "ban")) || self.store.is_forgotten(user.as_str(), &row.room_id).await? {
+                continue;
+            }
+            let room_id = <&RoomId>::try_from(row.room_id.as_str()).map_err(|e| Error::internal("room id", e))?;
+            let leave_pos = self
+                .store
+                .current_state_event(&row.room_id, "m.room.member", user.as_str())
+                .await?
+                .and_then(|_| Some(row.stream_ordering))
+                .unwrap_or(now.stream);
+            let section = self.room_section(room_id, req, since.stream, since.stream, leave_pos, false, opts).await?;
+            leave.insert(row.room_id.clone(), section);
+        }
+
+        let global: Vec<Value> = self
+            .store
+            .account_data_since(user.as_str(), if initial { 0 } else { since.stream }, now.stream)
+            .await?
+            .into_iter()
+            .filter(|(r, t, _)| r.is_empty() && req.filter.account_data.allows_type(t))
+            .map(|(_, t, c)| json!({ "type": t, "content": parse_json(&c) }))
+            .collect();
+
+        let to_device: Vec<Value> = self
+            .store
+            .take_to_device(user.as_str(), req.device, since.stream, now.stream)
+            .await?
+            .into_iter()
+            .map(|m| json!({ "sender": m.sender, "type": m.event_type, "content": parse_json(&m.content) }))
+            .collect();
+
+        let mut presence = Vec::new();
+        if req.filter.presence.allows_type("m.presence") {
+            for other in self.store.users_sharing_rooms(user.as_str()).await? {
+                if let Some((state, msg, last_active, pos)) = self.store.presence(&other).await?
+                    && (initial || pos > since.stream)
+                    && pos <= now.stream
+                {
+                    let mut content = json!({
+                        "presence": state,
+                        "last_active_ago": (crate::services::now_ms() - last_active).max(0),
+                        "currently_active": state == "online",
+                    });
+                    if let Some(m) = msg {
+                        content["status_msg"] = m.into();
+                    }
+                    presence.push(json!({ "type": "m.presence", "sender": other, "content": content }));
+                }
+            }
+        }
+
+        has_news |= !join.is_empty() || !invite.is_empty() || !leave.is_empty() || !global.is_empty()
+            || !to_device.is_empty() || !presence.is_empty();
+        let otk = self.one_time_key_counts(user, req.device).await?;
+        let response = json!({
+            "next_batch": format_token(now),
+            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+            "account_data": { "events": global },
+            "to_device": { "events": to_device },
+            "presence": { "events": presence },
+            "device_one_time_keys_count": otk,
+            "device_lists": { "changed": [], "left": [] },
+        });
+        Ok((response, has_news))
+    }
+
+    /// Timeline and state of one room between two positions.
+    #[allow(clippy::too_many_arguments)]
+    async fn room_section(
+        &self,
+        room_id: &RoomId,
+        req: &SyncRequest<'_>,
+        from: i64,
+        since: i64,
+        to: i64,
+        full: bool,
+        opts: ClientEventOptions<'_>,
+    ) -> Result<Value> {
+        let timeline_filter = &req.filter.room.timeline;
+        let limit = timeline_filter.limit.unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 1000) as i64;
+        let mut rows = self.store.room_events(room_id.as_str(), from, to, true, limit + 1).await?;
+        let limited = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        rows.reverse();
+        let mut visible = Vec::with_capacity(rows.len());
+        for row in rows {
+            if self.can_see_event(opts.viewer, &row).await? {
+                visible.push(row);
+            }
+        }
+        let events: Vec<Value> = self
+            .client_events(&visible, opts)
+            .await?
+            .into_iter()
+            .filter(|e| timeline_filter.allows(e))
+            .collect();
+        let prev_batch = match visible.first() {
+            Some(first) => format!("s{}", first.stream_ordering - 1),
+            None => format!("s{to}"),
+        };
+
+        // State up to the start of the timeline.
+        let state_filter = &req.filter.room.state;
+        let start_state: Option<std::sync::Arc<StateMap>> = match visible.first() {
+            Some(first) => Some(self.state_at_group(first.state_group_before).await?),
+            None if full => match self.store.last_event_at(room_id.as_str(), to).await? {
+                Some(last) => Some(self.state_at_group(last.state_group).await?),
+                None => None,
+            },
+            None => None,
+        };
+        let state_ids: Vec<String> = match (&start_state, full, limited) {
+            (Some(s), true, _) => s.values().cloned().collect(),
+            (Some(s), false, true) => {
+                // A gap: send what changed between the token and the timeline's start.
+                let before = match self.store.last_event_at(room_id.as_str(), since).await? {
+                    Some(e) => self.state_at_group(e.state_group).await?,
+                    None => Default::default(),
+                };
+                s.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(_, v)| v.clone()).collect()
+            }
+            _ => vec![],
+        };
+        let senders: BTreeSet<String> = events
+            .iter()
+            .filter_map(|e| e.get("sender").and_then(Value::as_str).map(str::to_owned))
+            .chain([opts.viewer.to_string()])
+            .collect();
+        let mut state_events = Vec::new();
+        if let Some(s) = &start_state {
+            let keep: Vec<&String> = state_ids
+                .iter()
+                .filter(|id| {
+                    !state_filter.lazy_load_members
+                        || !s.iter().any(|((t, k), v)| v == *id && t == "m.room.member" && !senders.contains(k))
+                })
+                .collect();
+            for e in self.client_state_events(keep, opts).await? {
+                if state_filter.allows(&e) {
+                    state_events.push(e);
+                }
+            }
+        }
+        let mut section = json!({
+            "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
+            "state": { "events": state_events },
+        });
+        if full || limited {
+            section["summary"] = self.room_summary(room_id, opts.viewer).await?;
+        }
+        Ok(section)
+    }
+
+    /// `m.heroes` and member counts, for clients that name rooms after their members.
+    pub async fn room_summary(&self, room_id: &RoomId, user: &UserId) -> Result<Value> {
+        let members = self.store.members(room_id.as_str()).await?;
+        let joined = members.iter().filter(|m| m.1 == "join").count();
+        let invited = members.iter().filter(|m| m.1 == "invite").count();
+        let heroes: Vec<&String> = members
+            .iter()
+            .filter(|m| m.0 != user.as_str() && matches!(m.1.as_str(), "join" | "invite"))
+            .map(|m| &m.0)
+            .take(5)
+            .collect();
+        Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
+    }
+
+    /// Unread messages from others after the user's read receipt, and those that mention them.
+    async fn unread_counts(&self, room_id: &RoomId, user: &UserId, to: i64) -> Result<Value> {
+        let after = self.store.read_up_to(room_id.as_str(), user.as_str()).await?.unwrap_or(0);
+        let unread = self.store.count_events_after(room_id.as_str(), user.as_str(), after, to).await?;
+        let display = self.store.user(user.as_str()).await?.and_then(|u| u.displayname);
+        let highlights = unread.iter().filter(|json| mentions(json, user, display.as_deref())).count();
+        Ok(json!({ "notification_count": unread.len(), "highlight_count": highlights }))
+    }
+
+    /// Counts of unused one-time keys per algorithm (end-to-end encryption is issue 3).
+    async fn one_time_key_counts(&self, _user: &UserId, _device: &str) -> Result<Value> {
+        Ok(json!({ "signed_curve25519": 0 }))
+    }
+}
+
+/// Whether a stored PDU's content mentions the user (intentional mentions, then the
+/// legacy body match on the user ID or display name).
+fn mentions(pdu_json: &str, user: &UserId, display: Option<&str>) -> bool {
+    let Ok(v) = serde_json::from_str::<Value>(pdu_json) else { return false };
+    let content = &v["content"];
+    if let Some(m) = content.get("m.mentions") {
+        return m.get("user_ids").and_then(Value::as_array).is_some_and(|ids| ids.iter().any(|i| i == user.as_str()))
+            || m.get("room").and_then(Value::as_bool) == Some(true);
+    }
+    let body = content.get("body").and_then(Value::as_str).unwrap_or("");
+    body.contains(user.as_str()) || display.is_some_and(|d| !d.is_empty() && body.contains(d))
+}
+
+fn receipt_event(receipts: &[crate::storage::ReceiptRow], viewer: &str) -> Value {
+    let mut content = Map::new();
+    for (_, rtype, user, thread, event, ts) in receipts {
+        // Private receipts are seen only by their owner.
+        if rtype == "m.read.private" && user != viewer {
+            continue;
+        }
+        let mut receipt = json!({ "ts": ts });
+        if !thread.is_empty() {
+            receipt["thread_id"] = thread.clone().into();
+        }
+        content
+            .entry(event.clone())
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .map(|by_type| {
+                by_type.entry(rtype.clone()).or_insert_with(|| json!({}))[user] = receipt.clone();
+            });
+    }
+    json!({ "type": "m.receipt", "content": content })
+}
+
+fn parse_json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| json!({}))
+}
