@@ -97,9 +97,7 @@ CREATE TABLE state_groups (
     chain_len BIGINT NOT NULL
 );
 CREATE TABLE state_group_entries (
-    state_group_before BIGINT NOT NULL,
     state_group BIGINT NOT NULL,
-    replaces_state TEXT,
     event_type TEXT NOT NULL,
     state_key TEXT NOT NULL,
     event_id TEXT NOT NULL,

@@ -97,9 +97,7 @@ CREATE TABLE state_groups (
     chain_len INTEGER NOT NULL
 );
 CREATE TABLE state_group_entries (
-    state_group_before INTEGER NOT NULL,
     state_group INTEGER NOT NULL,
-    replaces_state TEXT,
     event_type TEXT NOT NULL,
     state_key TEXT NOT NULL,
     event_id TEXT NOT NULL,

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit tests, storage tests on SQLite and
+# PostgreSQL, and end-to-end tests over real kairan-homeserver processes.
+#
+# Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) or KAIRAN_TEST_PG_URL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Start the local PostgreSQL if this machine has one that is stopped.
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+fi
+
+if ! command -v cargo-nextest >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+# The end-to-end tests run the server binary; build it once, beside the tests.
+cargo build --workspace --bins
+cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" "$@"
