@@ -89,10 +89,16 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = req.into_parts();
-        let path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
+        let mut path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
             .await
             .map(|p| p.0)
             .unwrap_or_default();
+        // `/state/{type}/` and `/state/{type}` address the empty state key; the router
+        // matched them without the last parameter.
+        let expected = T::PATH_BUILDER.all_paths().next().map_or(0, |p| p.matches('{').count());
+        if path_args.len() + 1 == expected {
+            path_args.push(String::new());
+        }
         let client_ip = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
             .await
             .map(|c| c.0.ip().to_string())
@@ -154,13 +160,21 @@ impl RouterExt for Router<AppState> {
     {
         let Ok(method) = MethodFilter::try_from(T::METHOD) else { return self };
         for path in T::PATH_BUILDER.all_paths() {
-            let h = handler.clone();
-            self = self.route(
-                path,
-                on(method, move |State(state): State<AppState>, req: Ruma<T>| async move {
-                    h(state, req).await.map(IntoResponse::into_response).unwrap_or_else(IntoResponse::into_response)
-                }),
-            );
+            let mut paths = vec![path.to_owned()];
+            // A trailing state key may be empty, which the router cannot match as a parameter.
+            if let Some(prefix) = path.strip_suffix("/{state_key}") {
+                paths.push(format!("{prefix}/"));
+                paths.push(prefix.to_owned());
+            }
+            for p in paths {
+                let h = handler.clone();
+                self = self.route(
+                    &p,
+                    on(method, move |State(state): State<AppState>, req: Ruma<T>| async move {
+                        h(state, req).await.map(IntoResponse::into_response).unwrap_or_else(IntoResponse::into_response)
+                    }),
+                );
+            }
         }
         self
     }

@@ -205,9 +205,11 @@ impl Services {
     /// Runs the room version's authorisation rules against the state before the event.
     pub(super) async fn authorise(&self, rules: &RoomVersionRules, pdu: &Arc<Pdu>, state_before: &StateMap) -> Result<()> {
         let mut loaded: HashMap<String, Arc<Pdu>> = HashMap::new();
-        for id in &pdu.auth_events {
-            if let Some(p) = self.pdu(id.as_str()).await? {
-                loaded.insert(id.to_string(), p);
+        // v12 events reach their create event through the room ID, not auth_events.
+        let create = state_before.get(&("m.room.create".to_owned(), String::new()));
+        for id in pdu.auth_events.iter().map(|e| e.as_str()).chain(create.map(String::as_str)) {
+            if let Some(p) = self.pdu(id).await? {
+                loaded.insert(id.to_owned(), p);
             }
         }
         // Only the state the rules can consult: a room of thousands loads a handful of events.
