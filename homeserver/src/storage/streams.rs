@@ -74,14 +74,30 @@ impl Store {
         .await
     }
 
-    /// Queues to-device messages, all at one stream position.
+    /// Queues to-device messages once per sending device's transaction ID. Returns the
+    /// last stream position, or `None` if the transaction was already delivered.
     pub async fn put_to_device(
         &self,
         sender: &str,
+        sender_device: &str,
+        txn_id: &str,
         event_type: &str,
         messages: &[(String, String, String)],
-    ) -> sqlx::Result<i64> {
+    ) -> sqlx::Result<Option<i64>> {
         let mut tx = self.begin().await?;
+        // Transaction IDs are scoped per endpoint; the prefix keeps these apart from /send's.
+        let first = sqlx::query(
+            "INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, '') \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(sender)
+        .bind(sender_device)
+        .bind(format!("to_device:{txn_id}"))
+        .execute(&mut *tx)
+        .await?;
+        if first.rows_affected() == 0 {
+            return Ok(None);
+        }
         let mut last = 0;
         for (user, device, content) in messages {
             last = Self::next_counter(&mut tx, "stream").await?;
@@ -99,7 +115,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(last)
+        Ok(Some(last))
     }
 
     /// Drops messages the device has acknowledged by syncing past them, and returns the rest

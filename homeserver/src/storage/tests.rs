@@ -217,7 +217,8 @@ async fn account_data_receipts_to_device_filters(store: &Store) {
     assert!(store.receipts_since("!r:x", r, r).await.unwrap().is_empty());
 
     let msgs = vec![("@b:x".to_owned(), "D".to_owned(), "{}".to_owned())];
-    let t = store.put_to_device("@a:x", "m.test", &msgs).await.unwrap();
+    let t = store.put_to_device("@a:x", "A", "txn", "m.test", &msgs).await.unwrap().unwrap();
+    assert_eq!(store.put_to_device("@a:x", "A", "txn", "m.test", &msgs).await.unwrap(), None, "a retried transaction is not delivered twice");
     assert_eq!(store.take_to_device("@b:x", "D", 0, t).await.unwrap().len(), 1);
     assert_eq!(store.take_to_device("@b:x", "D", t, t).await.unwrap().len(), 0, "acknowledged messages are gone");
 

@@ -11,6 +11,7 @@ mod room_create;
 mod session;
 mod state;
 mod sync;
+mod to_device;
 mod versions;
 
 use axum::Router;
@@ -30,6 +31,7 @@ pub fn routes() -> Router<AppState> {
     let r = sync::routes(r);
     let r = receipts::routes(r);
     let r = account_data::routes(r);
+    let r = to_device::routes(r);
     profile::routes(r)
 }
 
