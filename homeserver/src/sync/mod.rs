@@ -172,13 +172,8 @@ impl Services {
                 continue;
             }
             let room_id = <&RoomId>::try_from(row.room_id.as_str()).map_err(|e| Error::internal("room id", e))?;
-            let leave_pos = self
-                .store
-                .current_state_event(&row.room_id, "m.room.member", user.as_str())
-                .await?
-                .and_then(|_| Some(row.stream_ordering))
-                .unwrap_or(now.stream);
-            let section = self.room_section(room_id, req, since.stream, since.stream, leave_pos, false, opts).await?;
+            // The timeline ends with the user's departure.
+            let section = self.room_section(room_id, req, since.stream, since.stream, row.stream_ordering, false, opts).await?;
             leave.insert(row.room_id.clone(), section);
         }
 
@@ -298,12 +293,14 @@ impl Services {
             .collect();
         let mut state_events = Vec::new();
         if let Some(s) = &start_state {
-            let keep: Vec<&String> = state_ids
+            let wanted: BTreeSet<&String> = state_ids.iter().collect();
+            let keep: Vec<&String> = s
                 .iter()
-                .filter(|id| {
-                    !state_filter.lazy_load_members
-                        || !s.iter().any(|((t, k), v)| v == *id && t == "m.room.member" && !senders.contains(k))
+                .filter(|((t, k), id)| {
+                    wanted.contains(id)
+                        && (!state_filter.lazy_load_members || t != "m.room.member" || senders.contains(k))
                 })
+                .map(|(_, id)| id)
                 .collect();
             for e in self.client_state_events(keep, opts).await? {
                 if state_filter.allows(&e) {
