@@ -135,11 +135,9 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut table = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ConfigError(format!("cannot read config file {}: {e}", path.display()))
-                })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
             }
             None => toml::Table::new(),
         };
@@ -159,9 +157,8 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        ruma::ServerName::parse(&self.server_name).map_err(|e| {
-            ConfigError(format!("server_name {:?} is not a valid server name: {e}", self.server_name))
-        })?;
+        ruma::ServerName::parse(&self.server_name)
+            .map_err(|e| ConfigError(format!("server_name {:?} is not a valid server name: {e}", self.server_name)))?;
         if crate::rooms::version_rules(&self.rooms.default_version).is_none() {
             return Err(ConfigError(format!(
                 "rooms.default_version {:?} is not supported; use one of {:?}",

@@ -88,9 +88,7 @@ impl From<ruma::api::error::FromHttpRequestError> for Error {
     fn from(err: ruma::api::error::FromHttpRequestError) -> Self {
         use ruma::api::error::{DeserializationError, FromHttpRequestError};
         match err {
-            FromHttpRequestError::Deserialization(DeserializationError::Json(e))
-                if e.is_syntax() || e.is_eof() =>
-            {
+            FromHttpRequestError::Deserialization(DeserializationError::Json(e)) if e.is_syntax() || e.is_eof() => {
                 Self::not_json(format!("request body is not valid JSON: {e}"))
             }
             FromHttpRequestError::MethodMismatch { expected, received } => {

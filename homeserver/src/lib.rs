@@ -19,12 +19,14 @@ use std::net::SocketAddr;
 pub use crate::{config::Config, services::Services};
 
 /// Runs the client listener until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let addr = config.listen.client;
     let state = Services::start(config).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, server_name = %state.server_name(), "kairan is listening");
     let app = api::router(state.clone());
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

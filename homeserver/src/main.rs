@@ -74,7 +74,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 anyhow::bail!("password file {} is empty", password_file.display());
             }
             let services = Services::start(config).await?;
-            let user = services.create_account(&name, Some(password), admin).await.map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            let user = services
+                .create_account(&name, Some(password), admin)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             println!("created {user}{}", if admin { " (administrator)" } else { "" });
             services.store.close().await;
             Ok(())

@@ -3,7 +3,11 @@
 use std::sync::Arc;
 
 use crate::{
-    config::Config, keys::ServerKeys, ratelimit::RateLimiter, rooms::RoomCaches, storage::Store,
+    config::Config,
+    keys::ServerKeys,
+    ratelimit::RateLimiter,
+    rooms::RoomCaches,
+    storage::Store,
     sync::{Notifier, Typing},
 };
 
@@ -53,8 +57,5 @@ impl Services {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

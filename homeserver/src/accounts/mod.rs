@@ -77,7 +77,11 @@ pub fn validate_localpart(localpart: &str) -> Result<()> {
 impl Services {
     /// The user ID for a localpart or full ID given at login or registration.
     pub fn user_id_from(&self, user: &str) -> Result<OwnedUserId> {
-        let id = if user.starts_with('@') { user.to_owned() } else { format!("@{}:{}", user.to_lowercase(), self.server_name()) };
+        let id = if user.starts_with('@') {
+            user.to_owned()
+        } else {
+            format!("@{}:{}", user.to_lowercase(), self.server_name())
+        };
         let id = OwnedUserId::try_from(id).map_err(|e| Error::invalid_username(format!("invalid user ID: {e}")))?;
         if id.as_str().len() > 255 {
             return Err(Error::invalid_username("user ID is longer than 255 bytes"));
@@ -101,7 +105,12 @@ impl Services {
     }
 
     /// Opens a session (device and token) for a user.
-    pub async fn open_session(&self, user_id: &UserId, device_id: Option<String>, display_name: Option<&str>) -> Result<Session> {
+    pub async fn open_session(
+        &self,
+        user_id: &UserId,
+        device_id: Option<String>,
+        display_name: Option<&str>,
+    ) -> Result<Session> {
         let device_id = device_id.unwrap_or_else(random_device_id);
         let token = new_token();
         self.store.create_session(user_id.as_str(), &device_id, display_name, &token_hash(&token), now_ms()).await?;
@@ -151,7 +160,14 @@ impl Services {
             for room in self.store.rooms_with_membership(user_id.as_str(), membership).await? {
                 if let Ok(room_id) = ruma::OwnedRoomId::try_from(room) {
                     let left = self
-                        .change_membership(&room_id, user_id, user_id, crate::rooms::MembershipAction::Leave, None, false)
+                        .change_membership(
+                            &room_id,
+                            user_id,
+                            user_id,
+                            crate::rooms::MembershipAction::Leave,
+                            None,
+                            false,
+                        )
                         .await;
                     if let Err(e) = left {
                         tracing::warn!(%room_id, %user_id, error = %e, "deactivated user could not leave room");

@@ -40,7 +40,7 @@ pub struct UiaSessions {
 impl UiaSessions {
     /// Records a completed stage; returns the session ID.
     pub fn complete(&self, session: Option<&str>, stage: UiaStage) -> String {
-        let id = session.map(str::to_owned).unwrap_or_else(|| crate::rooms::random_device_id());
+        let id = session.map(str::to_owned).unwrap_or_else(crate::rooms::random_device_id);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, (_, at)| at.elapsed() < SESSION_LIFETIME);
         sessions.entry(id.clone()).or_insert_with(|| (HashSet::new(), Instant::now())).0.insert(stage);
@@ -59,7 +59,8 @@ impl UiaSessions {
     /// The 401 that tells the client which stages to complete.
     pub fn challenge(&self, session: Option<&str>, stages: &[UiaStage], error: Option<Error>) -> Error {
         let id = session.map(str::to_owned).unwrap_or_else(crate::rooms::random_device_id);
-        let completed: Vec<&str> = session.map(|s| self.completed(s)).unwrap_or_default().iter().map(|s| s.name()).collect();
+        let completed: Vec<&str> =
+            session.map(|s| self.completed(s)).unwrap_or_default().iter().map(|s| s.name()).collect();
         let body: Value = json!({
             "flows": [{ "stages": stages.iter().map(|s| s.name()).collect::<Vec<_>>() }],
             "params": {},

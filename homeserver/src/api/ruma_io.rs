@@ -17,7 +17,9 @@ use ruma::{
     OwnedUserId, UserId,
     api::{
         IncomingRequest, OutgoingResponse,
-        auth_scheme::{AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication},
+        auth_scheme::{
+            AccessToken, AccessTokenOptional, AppserviceToken, AppserviceTokenOptional, NoAccessToken, NoAuthentication,
+        },
         path_builder::PathBuilder,
     },
 };
@@ -75,9 +77,7 @@ fn access_token(parts: &Parts) -> Option<String> {
     if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
         return h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_owned());
     }
-    parts.uri.query().and_then(|q| {
-        q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.to_owned())
-    })
+    parts.uri.query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("access_token=")).map(|t| t.to_owned()))
 }
 
 impl<T> FromRequest<AppState> for Ruma<T>
@@ -89,10 +89,8 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self> {
         let (mut parts, body) = req.into_parts();
-        let mut path_args: Vec<String> = Path::<Vec<String>>::from_request_parts(&mut parts, state)
-            .await
-            .map(|p| p.0)
-            .unwrap_or_default();
+        let mut path_args: Vec<String> =
+            Path::<Vec<String>>::from_request_parts(&mut parts, state).await.map(|p| p.0).unwrap_or_default();
         // `/state/{type}/` and `/state/{type}` address the empty state key; the router
         // matched them without the last parameter.
         let expected = T::PATH_BUILDER.all_paths().next().map_or(0, |p| p.matches('{').count());

@@ -65,8 +65,7 @@ impl Services {
         let lock = self.rooms.lock(room_id);
         let _guard = lock.lock().await;
         if let Some(txn) = &txn
-            && let Some(existing) =
-                self.store.transaction_event(sender.as_str(), &txn.device_id, &txn.txn_id).await?
+            && let Some(existing) = self.store.transaction_event(sender.as_str(), &txn.device_id, &txn.txn_id).await?
         {
             return self.pdu(&existing).await?.ok_or_else(|| Error::internal("transaction", "event vanished"));
         }
@@ -117,8 +116,8 @@ impl Services {
         txn: Option<Txn>,
     ) -> Result<Arc<Pdu>> {
         let kind = TimelineEventType::from(template.kind.as_str());
-        let content_raw = serde_json::value::to_raw_value(&template.content)
-            .map_err(|e| Error::bad_json(format!("content: {e}")))?;
+        let content_raw =
+            serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(format!("content: {e}")))?;
         let auth_types = state_res::auth_types_for_event(
             &kind,
             sender,
@@ -189,8 +188,7 @@ impl Services {
         .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
         let hash = ruma::signatures::reference_hash(&obj, rules)
             .map_err(|e| Error::too_large(format!("event cannot be hashed: {e}")))?;
-        let event_id = OwnedEventId::try_from(format!("${hash}"))
-            .map_err(|e| Error::internal("event id", e))?;
+        let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::internal("event id", e))?;
         let room_id = match room_id {
             Some(r) => r.to_owned(),
             None => OwnedRoomId::try_from(format!("!{hash}")).map_err(|e| Error::internal("room id", e))?,
@@ -203,7 +201,12 @@ impl Services {
     }
 
     /// Runs the room version's authorisation rules against the state before the event.
-    pub(super) async fn authorise(&self, rules: &RoomVersionRules, pdu: &Arc<Pdu>, state_before: &StateMap) -> Result<()> {
+    pub(super) async fn authorise(
+        &self,
+        rules: &RoomVersionRules,
+        pdu: &Arc<Pdu>,
+        state_before: &StateMap,
+    ) -> Result<()> {
         let mut loaded: HashMap<String, Arc<Pdu>> = HashMap::new();
         // v12 events reach their create event through the room ID, not auth_events.
         let create = state_before.get(&("m.room.create".to_owned(), String::new()));
@@ -240,7 +243,13 @@ impl Services {
         Ok(())
     }
 
-    async fn persist_local(&self, pdu: Arc<Pdu>, parents: Parents, sender: &UserId, txn: Option<Txn>) -> Result<Arc<Pdu>> {
+    async fn persist_local(
+        &self,
+        pdu: Arc<Pdu>,
+        parents: Parents,
+        sender: &UserId,
+        txn: Option<Txn>,
+    ) -> Result<Arc<Pdu>> {
         let key = pdu.state_key.clone().map(|k| (pdu.kind.to_string(), k));
         let replaces_state = key.as_ref().and_then(|k| parents.state_before.get(k).cloned());
         let content = pdu.content_value();

@@ -90,7 +90,12 @@ impl Services {
         let lock = self.rooms.lock(&room_id);
         let _guard = lock.lock().await;
         let empty = self.store.create_state_group(room_id.as_str(), &StateMap::new()).await?;
-        let parents = Parents { prev_events: vec![], depth: 1, state_group_before: empty, state_before: Arc::new(StateMap::new()) };
+        let parents = Parents {
+            prev_events: vec![],
+            depth: 1,
+            state_group_before: empty,
+            state_before: Arc::new(StateMap::new()),
+        };
         self.authorise(&rules, &create_pdu, &parents.state_before).await?;
         self.persist_local_pdu(create_pdu, parents, creator).await?;
 
@@ -104,9 +109,8 @@ impl Services {
                 join["avatar_url"] = a.clone().into();
             }
         }
-        let preset = req.preset.clone().unwrap_or_else(|| {
-            if req.public { "public_chat" } else { "private_chat" }.to_owned()
-        });
+        let preset =
+            req.preset.clone().unwrap_or_else(|| if req.public { "public_chat" } else { "private_chat" }.to_owned());
         let mut events = vec![EventTemplate::state("m.room.member", creator.as_str(), join)];
 
         let mut users = Map::new();
@@ -166,10 +170,8 @@ impl Services {
             if req.is_direct {
                 content["is_direct"] = true.into();
             }
-            if let Some(p) = self.store.user(user.as_str()).await? {
-                if let Some(n) = p.displayname {
-                    content["displayname"] = n.into();
-                }
+            if let Some(n) = self.store.user(user.as_str()).await?.and_then(|p| p.displayname) {
+                content["displayname"] = n.into();
             }
             events.push(EventTemplate::state("m.room.member", user.as_str(), content));
         }

@@ -46,8 +46,7 @@ impl Services {
         if let Some(r) = reason {
             content["reason"] = r.into();
         }
-        self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None)
-            .await?;
+        self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await?;
         self.store.unforget_room(user.as_str(), room_id.as_str()).await?;
         Ok(())
     }

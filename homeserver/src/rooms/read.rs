@@ -23,7 +23,8 @@ pub struct ClientEventOptions<'a> {
 }
 
 /// Fields of a PDU that clients do not see.
-const FEDERATION_ONLY: [&str; 7] = ["auth_events", "prev_events", "depth", "hashes", "signatures", "origin", "prev_state"];
+const FEDERATION_ONLY: [&str; 7] =
+    ["auth_events", "prev_events", "depth", "hashes", "signatures", "origin", "prev_state"];
 
 impl Services {
     /// The client format of one stored event.
@@ -35,7 +36,8 @@ impl Services {
     /// The client format of stored events, in the order given.
     pub async fn client_events(&self, rows: &[EventRow], opts: ClientEventOptions<'_>) -> Result<Vec<Value>> {
         let relations = if opts.bundle_relations {
-            let ids: Vec<String> = rows.iter().filter(|r| r.redacted_by.is_none()).map(|r| r.event_id.clone()).collect();
+            let ids: Vec<String> =
+                rows.iter().filter(|r| r.redacted_by.is_none()).map(|r| r.event_id.clone()).collect();
             let mut by_target: HashMap<String, Vec<EventRow>> = HashMap::new();
             for rel in self.store.relations_of(&ids).await? {
                 if let Some(target) = self.pdu(&rel.event_id).await?.and_then(|p| p.relation()).map(|r| r.1) {
@@ -112,7 +114,12 @@ impl Services {
     }
 
     /// `unsigned.m.relations` for one event from the relations that point at it.
-    async fn bundle(&self, target: &EventRow, rels: &[EventRow], opts: ClientEventOptions<'_>) -> Result<Map<String, Value>> {
+    async fn bundle(
+        &self,
+        target: &EventRow,
+        rels: &[EventRow],
+        opts: ClientEventOptions<'_>,
+    ) -> Result<Map<String, Value>> {
         let target_pdu = self.pdu(&target.event_id).await?;
         let mut bundle = Map::new();
         let mut edit: Option<&EventRow> = None;

@@ -105,7 +105,9 @@ impl Services {
         if !super::version_rules(&version).is_some_and(|r| r.authorization.explicitly_privilege_room_creators) {
             return Ok(false);
         }
-        let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.create", "").await? else { return Ok(false) };
+        let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.create", "").await? else {
+            return Ok(false);
+        };
         let Some(create) = self.pdu(&id).await? else { return Ok(false) };
         let extra = create.content_value()["additional_creators"].as_array().cloned().unwrap_or_default();
         Ok(create.sender == user || extra.iter().any(|u| u == user.as_str()))

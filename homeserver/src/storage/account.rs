@@ -6,7 +6,13 @@ use super::Store;
 
 impl Store {
     /// Sets account data; `room_id` is empty for global data. Returns its stream position.
-    pub async fn put_account_data(&self, user_id: &str, room_id: &str, data_type: &str, content: &str) -> sqlx::Result<i64> {
+    pub async fn put_account_data(
+        &self,
+        user_id: &str,
+        room_id: &str,
+        data_type: &str,
+        content: &str,
+    ) -> sqlx::Result<i64> {
         let mut tx = self.begin().await?;
         let pos = Self::next_counter(&mut tx, "stream").await?;
         sqlx::query(
@@ -34,7 +40,12 @@ impl Store {
     }
 
     /// `(room_id, data_type, content)` changed in `(since, to]`.
-    pub async fn account_data_since(&self, user_id: &str, since: i64, to: i64) -> sqlx::Result<Vec<(String, String, String)>> {
+    pub async fn account_data_since(
+        &self,
+        user_id: &str,
+        since: i64,
+        to: i64,
+    ) -> sqlx::Result<Vec<(String, String, String)>> {
         let rows = sqlx::query(
             "SELECT room_id, data_type, content FROM account_data WHERE user_id = $1 AND stream_pos > $2 \
              AND stream_pos <= $3 ORDER BY stream_pos",

@@ -136,15 +136,13 @@ impl Store {
             .await?;
         }
         if let Some((user, device, txn_id)) = &ev.txn {
-            sqlx::query(
-                "INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(user)
-            .bind(device)
-            .bind(txn_id)
-            .bind(&ev.event_id)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query("INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
+                .bind(user)
+                .bind(device)
+                .bind(txn_id)
+                .bind(&ev.event_id)
+                .execute(&mut *tx)
+                .await?;
         }
         let pos = Self::next_counter(&mut tx, "stream").await?;
         sqlx::query(
@@ -235,10 +233,11 @@ impl Store {
         let mut state = StateMap::new();
         let mut next = Some(group);
         while let Some(g) = next {
-            let rows = sqlx::query("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
-                .bind(g)
-                .fetch_all(&mut **tx)
-                .await?;
+            let rows =
+                sqlx::query("SELECT event_type, state_key, event_id FROM state_group_entries WHERE state_group = $1")
+                    .bind(g)
+                    .fetch_all(&mut **tx)
+                    .await?;
             for r in rows {
                 state.entry((r.try_get(0)?, r.try_get(1)?)).or_insert(r.try_get(2)?);
             }
@@ -354,14 +353,12 @@ impl Store {
 
     /// The event a device's transaction produced, if it was already sent.
     pub async fn transaction_event(&self, user: &str, device: &str, txn_id: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar(
-            "SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-        )
-        .bind(user)
-        .bind(device)
-        .bind(txn_id)
-        .fetch_optional(&self.pool)
-        .await
+        sqlx::query_scalar("SELECT event_id FROM transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3")
+            .bind(user)
+            .bind(device)
+            .bind(txn_id)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Current state of a room.
@@ -373,7 +370,12 @@ impl Store {
         rows.iter().map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?))).collect()
     }
 
-    pub async fn current_state_event(&self, room_id: &str, event_type: &str, state_key: &str) -> sqlx::Result<Option<String>> {
+    pub async fn current_state_event(
+        &self,
+        room_id: &str,
+        event_type: &str,
+        state_key: &str,
+    ) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar(
             "SELECT event_id FROM current_state WHERE room_id = $1 AND event_type = $2 AND state_key = $3",
         )
@@ -400,13 +402,11 @@ impl Store {
 
     /// Rooms with an event in `(since, to]`, among those given.
     pub async fn rooms_with_events_since(&self, since: i64, to: i64) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2",
-        )
-        .bind(since)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
+        sqlx::query_scalar("SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2")
+            .bind(since)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await
     }
 
     /// Number of events in `(after, to]` from senders other than `user`, of the given types.

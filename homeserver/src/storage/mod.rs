@@ -123,9 +123,7 @@ impl Store {
 
     /// The last stream position handed out (and committed).
     pub async fn current_stream_pos(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'stream'")
-            .fetch_one(&self.pool)
-            .await
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'stream'").fetch_one(&self.pool).await
     }
 }
 

@@ -5,7 +5,14 @@ use sqlx::Row;
 use super::{Store, flag};
 
 impl Store {
-    pub async fn create_room_row(&self, room_id: &str, version: &str, creator: &str, is_public: bool, now_ms: i64) -> sqlx::Result<bool> {
+    pub async fn create_room_row(
+        &self,
+        room_id: &str,
+        version: &str,
+        creator: &str,
+        is_public: bool,
+        now_ms: i64,
+    ) -> sqlx::Result<bool> {
         let done = sqlx::query(
             "INSERT INTO rooms (room_id, room_version, creator, is_public, created_ts) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (room_id) DO NOTHING",

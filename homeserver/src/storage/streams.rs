@@ -120,7 +120,13 @@ impl Store {
 
     /// Drops messages the device has acknowledged by syncing past them, and returns the rest
     /// up to `to`.
-    pub async fn take_to_device(&self, user: &str, device: &str, since: i64, to: i64) -> sqlx::Result<Vec<ToDeviceRow>> {
+    pub async fn take_to_device(
+        &self,
+        user: &str,
+        device: &str,
+        since: i64,
+        to: i64,
+    ) -> sqlx::Result<Vec<ToDeviceRow>> {
         sqlx::query("DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3")
             .bind(user)
             .bind(device)
@@ -149,7 +155,13 @@ impl Store {
             .collect()
     }
 
-    pub async fn set_presence(&self, user_id: &str, state: &str, status_msg: Option<&str>, now_ms: i64) -> sqlx::Result<i64> {
+    pub async fn set_presence(
+        &self,
+        user_id: &str,
+        state: &str,
+        status_msg: Option<&str>,
+        now_ms: i64,
+    ) -> sqlx::Result<i64> {
         let mut tx = self.begin().await?;
         let pos = Self::next_counter(&mut tx, "stream").await?;
         sqlx::query(

@@ -94,7 +94,9 @@ fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str
         prev_events: prev.map(|p| vec![p.to_owned()]).unwrap_or_default(),
         state_group_before: group,
         state_delta: match state {
-            Some((t, k)) => StateDelta::Set { event_type: t.to_owned(), state_key: k.to_owned(), event_id: format!("$e{n}") },
+            Some((t, k)) => {
+                StateDelta::Set { event_type: t.to_owned(), state_key: k.to_owned(), event_id: format!("$e{n}") }
+            }
             None => StateDelta::Unchanged,
         },
         replaces_state: None,
@@ -218,7 +220,11 @@ async fn account_data_receipts_to_device_filters(store: &Store) {
 
     let msgs = vec![("@b:x".to_owned(), "D".to_owned(), "{}".to_owned())];
     let t = store.put_to_device("@a:x", "A", "txn", "m.test", &msgs).await.unwrap().unwrap();
-    assert_eq!(store.put_to_device("@a:x", "A", "txn", "m.test", &msgs).await.unwrap(), None, "a retried transaction is not delivered twice");
+    assert_eq!(
+        store.put_to_device("@a:x", "A", "txn", "m.test", &msgs).await.unwrap(),
+        None,
+        "a retried transaction is not delivered twice"
+    );
     assert_eq!(store.take_to_device("@b:x", "D", 0, t).await.unwrap().len(), 1);
     assert_eq!(store.take_to_device("@b:x", "D", t, t).await.unwrap().len(), 0, "acknowledged messages are gone");
 

@@ -134,15 +134,13 @@ impl Store {
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(token_hash)
-        .bind(user_id)
-        .bind(device_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
+        sqlx::query("INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(device_id)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await
     }
 
@@ -159,10 +157,7 @@ impl Store {
     }
 
     pub async fn delete_token(&self, token_hash: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
         Ok(())
     }
 
@@ -181,11 +176,13 @@ impl Store {
             Some(ids) => {
                 for id in ids {
                     for table in ["access_tokens", "devices"] {
-                        sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1 AND device_id = $2")))
-                            .bind(user_id)
-                            .bind(id)
-                            .execute(&mut *tx)
-                            .await?;
+                        sqlx::query(AssertSqlSafe(format!(
+                            "DELETE FROM {table} WHERE user_id = $1 AND device_id = $2"
+                        )))
+                        .bind(user_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
                     }
                 }
             }
@@ -240,15 +237,13 @@ impl Store {
     }
 
     pub async fn touch_device(&self, user_id: &str, device_id: &str, ip: &str, now_ms: i64) -> sqlx::Result<()> {
-        sqlx::query(
-            "UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2",
-        )
-        .bind(user_id)
-        .bind(device_id)
-        .bind(now_ms)
-        .bind(ip)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query("UPDATE devices SET last_seen_ts = $3, last_seen_ip = $4 WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .bind(now_ms)
+            .bind(ip)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }

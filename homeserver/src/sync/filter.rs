@@ -58,7 +58,8 @@ fn type_matches(pattern: &str, t: &str) -> bool {
 
 impl RoomFilter {
     pub fn allows_room(&self, room_id: &str) -> bool {
-        self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id)) && !self.not_rooms.iter().any(|x| x == room_id)
+        self.rooms.as_ref().is_none_or(|r| r.iter().any(|x| x == room_id))
+            && !self.not_rooms.iter().any(|x| x == room_id)
     }
 }
 
@@ -76,10 +77,13 @@ impl RoomEventFilter {
         {
             return false;
         }
-        if self.not_senders.iter().any(|s| s == sender) || self.senders.as_ref().is_some_and(|s| !s.iter().any(|x| x == sender)) {
+        if self.not_senders.iter().any(|s| s == sender)
+            || self.senders.as_ref().is_some_and(|s| !s.iter().any(|x| x == sender))
+        {
             return false;
         }
-        if self.not_rooms.iter().any(|r| r == room) || self.rooms.as_ref().is_some_and(|r| !r.iter().any(|x| x == room)) {
+        if self.not_rooms.iter().any(|r| r == room) || self.rooms.as_ref().is_some_and(|r| !r.iter().any(|x| x == room))
+        {
             return false;
         }
         if let Some(want) = self.contains_url {
@@ -94,7 +98,8 @@ impl RoomEventFilter {
 
 impl EventFilter {
     pub fn allows_type(&self, t: &str) -> bool {
-        !self.not_types.iter().any(|p| type_matches(p, t)) && self.types.as_ref().is_none_or(|ts| ts.iter().any(|p| type_matches(p, t)))
+        !self.not_types.iter().any(|p| type_matches(p, t))
+            && self.types.as_ref().is_none_or(|ts| ts.iter().any(|p| type_matches(p, t)))
     }
 }
 

@@ -25,7 +25,10 @@ use crate::{
 pub fn parse_token(token: &str) -> Result<Position> {
     let t = token.strip_prefix('s').unwrap_or(token);
     let mut parts = t.split('_');
-    let stream = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| Error::invalid_param(format!("invalid token {token:?}")))?;
+    let stream = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::invalid_param(format!("invalid token {token:?}")))?;
     let typing = parts.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok(Position { stream, typing })
 }
@@ -137,7 +140,9 @@ impl Services {
 
         let mut invite = Map::new();
         for room in self.store.rooms_with_membership(user.as_str(), "invite").await? {
-            let Some(member_id) = self.store.current_state_event(&room, "m.room.member", user.as_str()).await? else { continue };
+            let Some(member_id) = self.store.current_state_event(&room, "m.room.member", user.as_str()).await? else {
+                continue;
+            };
             let Some(row) = self.store.event(&member_id).await? else { continue };
             if !initial && row.stream_ordering <= since.stream {
                 continue;
@@ -147,10 +152,16 @@ impl Services {
             for ((t, k), id) in state.iter() {
                 let stripped = matches!(
                     t.as_str(),
-                    "m.room.create" | "m.room.join_rules" | "m.room.name" | "m.room.avatar" | "m.room.canonical_alias"
-                        | "m.room.encryption" | "m.room.topic"
+                    "m.room.create"
+                        | "m.room.join_rules"
+                        | "m.room.name"
+                        | "m.room.avatar"
+                        | "m.room.canonical_alias"
+                        | "m.room.encryption"
+                        | "m.room.topic"
                 ) || (t == "m.room.member" && k == user.as_str())
-                    || (t == "m.room.member" && Some(k.as_str()) == self.pdu(&member_id).await?.map(|p| p.sender.to_string()).as_deref());
+                    || (t == "m.room.member"
+                        && Some(k.as_str()) == self.pdu(&member_id).await?.map(|p| p.sender.to_string()).as_deref());
                 if stripped && let Some(p) = self.pdu(id).await? {
                     events.push(json!({ "type": t, "state_key": k, "content": p.content_value(), "sender": p.sender }));
                 }
@@ -159,8 +170,7 @@ impl Services {
         }
 
         let mut leave = Map::new();
-        let joined_or_invited: BTreeSet<String> =
-            join.keys().chain(invite.keys()).cloned().collect();
+        let joined_or_invited: BTreeSet<String> = join.keys().chain(invite.keys()).cloned().collect();
         let leave_rows: Vec<&EventRow> = changes.iter().filter(|c| !joined_or_invited.contains(&c.room_id)).collect();
         let mut seen = BTreeSet::new();
         for row in leave_rows.iter().rev() {
@@ -168,12 +178,15 @@ impl Services {
                 continue;
             }
             let m = self.store.membership(&row.room_id, user.as_str()).await?;
-            if !matches!(m.as_deref(), Some("leave" | "ban")) || self.store.is_forgotten(user.as_str(), &row.room_id).await? {
+            if !matches!(m.as_deref(), Some("leave" | "ban"))
+                || self.store.is_forgotten(user.as_str(), &row.room_id).await?
+            {
                 continue;
             }
             let room_id = <&RoomId>::try_from(row.room_id.as_str()).map_err(|e| Error::internal("room id", e))?;
             // The timeline ends with the user's departure.
-            let section = self.room_section(room_id, req, since.stream, since.stream, row.stream_ordering, false, opts).await?;
+            let section =
+                self.room_section(room_id, req, since.stream, since.stream, row.stream_ordering, false, opts).await?;
             leave.insert(row.room_id.clone(), section);
         }
 
@@ -214,8 +227,12 @@ impl Services {
             }
         }
 
-        has_news |= !join.is_empty() || !invite.is_empty() || !leave.is_empty() || !global.is_empty()
-            || !to_device.is_empty() || !presence.is_empty();
+        has_news |= !join.is_empty()
+            || !invite.is_empty()
+            || !leave.is_empty()
+            || !global.is_empty()
+            || !to_device.is_empty()
+            || !presence.is_empty();
         let otk = self.one_time_key_counts(user, req.device).await?;
         let response = json!({
             "next_batch": format_token(now),
@@ -253,12 +270,8 @@ impl Services {
                 visible.push(row);
             }
         }
-        let events: Vec<Value> = self
-            .client_events(&visible, opts)
-            .await?
-            .into_iter()
-            .filter(|e| timeline_filter.allows(e))
-            .collect();
+        let events: Vec<Value> =
+            self.client_events(&visible, opts).await?.into_iter().filter(|e| timeline_filter.allows(e)).collect();
         let prev_batch = match visible.first() {
             Some(first) => format!("s{}", first.stream_ordering - 1),
             None => format!("s{to}"),
@@ -371,13 +384,9 @@ fn receipt_event(receipts: &[crate::storage::ReceiptRow], viewer: &str) -> Value
         if !thread.is_empty() {
             receipt["thread_id"] = thread.clone().into();
         }
-        content
-            .entry(event.clone())
-            .or_insert_with(|| json!({}))
-            .as_object_mut()
-            .map(|by_type| {
-                by_type.entry(rtype.clone()).or_insert_with(|| json!({}))[user] = receipt.clone();
-            });
+        if let Some(by_type) = content.entry(event.clone()).or_insert_with(|| json!({})).as_object_mut() {
+            by_type.entry(rtype.clone()).or_insert_with(|| json!({}))[user] = receipt;
+        }
     }
     json!({ "type": "m.receipt", "content": content })
 }

@@ -6,10 +6,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// Who types in one room (user -> until), and the serial of the room's last change.
+type RoomTyping = (HashMap<String, Instant>, i64);
+
 #[derive(Default)]
 pub struct Typing {
-    /// room -> (user -> until), and the serial of the room's last change.
-    rooms: Mutex<HashMap<String, (HashMap<String, Instant>, i64)>>,
+    rooms: Mutex<HashMap<String, RoomTyping>>,
 }
 
 impl Typing {

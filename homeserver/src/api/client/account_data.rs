@@ -1,7 +1,9 @@
 //! Per-user account data, global and per room.
 
 use axum::{Json, Router};
-use ruma::api::client::config::{get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data};
+use ruma::api::client::config::{
+    get_global_account_data, get_room_account_data, set_global_account_data, set_room_account_data,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -32,7 +34,11 @@ async fn put(state: &Services, user: &ruma::UserId, room: &str, kind: &str, raw:
 }
 
 async fn get(state: &Services, user: &ruma::UserId, room: &str, kind: &str) -> Result<Json<Value>> {
-    let data = state.store.account_data(user.as_str(), room, kind).await?.ok_or_else(|| Error::not_found("no account data of that type"))?;
+    let data = state
+        .store
+        .account_data(user.as_str(), room, kind)
+        .await?
+        .ok_or_else(|| Error::not_found("no account data of that type"))?;
     Ok(Json(serde_json::from_str(&data).unwrap_or_default()))
 }
 
@@ -57,5 +63,6 @@ async fn get_room(state: AppState, req: Ruma<get_room_account_data::v3::Request>
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
 async fn set_room(state: AppState, req: Ruma<set_room_account_data::v3::Request>) -> Result<Json<Value>> {
     own(req.user()?, &req.body.user_id)?;
-    put(&state, req.user()?, req.body.room_id.as_str(), &req.body.event_type.to_string(), req.body.data.json().get()).await
+    put(&state, req.user()?, req.body.room_id.as_str(), &req.body.event_type.to_string(), req.body.data.json().get())
+        .await
 }

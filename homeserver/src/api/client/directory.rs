@@ -34,7 +34,11 @@ async fn put_alias(state: AppState, req: Ruma<create_alias::v3::Request>) -> Res
     }
     state.require_joined(&b.room_id, user).await?;
     if !state.store.create_alias(b.room_alias.as_str(), b.room_id.as_str(), user.as_str()).await? {
-        return Err(Error::new(http::StatusCode::CONFLICT, "M_UNKNOWN", format!("alias {} already exists", b.room_alias)));
+        return Err(Error::new(
+            http::StatusCode::CONFLICT,
+            "M_UNKNOWN",
+            format!("alias {} already exists", b.room_alias),
+        ));
     }
     Ok(Json(json!({})))
 }
@@ -69,7 +73,12 @@ async fn room_aliases(state: AppState, req: Ruma<aliases::v3::Request>) -> Resul
     Ok(Json(json!({ "aliases": state.store.room_aliases(req.body.room_id.as_str()).await? })))
 }
 
-async fn directory(state: &Services, limit: Option<u64>, since: Option<&str>, term: Option<&str>) -> Result<Json<Value>> {
+async fn directory(
+    state: &Services,
+    limit: Option<u64>,
+    since: Option<&str>,
+    term: Option<&str>,
+) -> Result<Json<Value>> {
     let offset: usize = since.and_then(|s| s.parse().ok()).unwrap_or(0);
     let limit = limit.unwrap_or(100).clamp(1, 500) as usize;
     let mut chunk = Vec::new();
@@ -122,7 +131,10 @@ async fn public_rooms(state: AppState, req: Ruma<get_public_rooms::v3::Request>)
 }
 
 /// POST /_matrix/client/v3/publicRooms
-async fn public_rooms_filtered(state: AppState, req: Ruma<get_public_rooms_filtered::v3::Request>) -> Result<Json<Value>> {
+async fn public_rooms_filtered(
+    state: AppState,
+    req: Ruma<get_public_rooms_filtered::v3::Request>,
+) -> Result<Json<Value>> {
     let b = &req.body;
     directory(&state, b.limit.map(u64::from), b.since.as_deref(), b.filter.generic_search_term.as_deref()).await
 }

@@ -3,16 +3,16 @@
 use std::collections::BTreeSet;
 
 use axum::{Json, Router};
-use ruma::{
-    api::{
-        Direction,
-        client::{
-            context::get_context,
-            message::{get_message_events, send_message_event},
-            redact::redact_event,
-            relations::{get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type},
-            room::get_room_event,
+use ruma::api::{
+    Direction,
+    client::{
+        context::get_context,
+        message::{get_message_events, send_message_event},
+        redact::redact_event,
+        relations::{
+            get_relating_events, get_relating_events_with_rel_type, get_relating_events_with_rel_type_and_event_type,
         },
+        room::get_room_event,
     },
 };
 use serde_json::{Value, json};
@@ -27,7 +27,14 @@ use crate::{
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    r.ruma(send).ruma(redact).ruma(event).ruma(context).ruma(messages).ruma(relations).ruma(relations_rel).ruma(relations_rel_type)
+    r.ruma(send)
+        .ruma(redact)
+        .ruma(event)
+        .ruma(context)
+        .ruma(messages)
+        .ruma(relations)
+        .ruma(relations_rel)
+        .ruma(relations_rel_type)
 }
 
 /// PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
@@ -139,7 +146,8 @@ async fn messages(state: AppState, req: Ruma<get_message_events::v3::Request>) -
         }
     }
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: true };
-    let chunk: Vec<Value> = state.client_events(&visible, opts).await?.into_iter().filter(|e| filter.allows(e)).collect();
+    let chunk: Vec<Value> =
+        state.client_events(&visible, opts).await?.into_iter().filter(|e| filter.allows(e)).collect();
     let mut response = json!({ "chunk": chunk, "start": format!("s{from}") });
     if let Some(end) = end {
         response["end"] = format!("s{end}").into();
@@ -221,12 +229,10 @@ async fn relating(
     let from = from.map(parse_token).transpose()?.map(|p| p.stream);
     let to = to.map(parse_token).transpose()?.map(|p| p.stream);
     let limit = limit.map_or(50, u64::from).clamp(1, 1000) as i64;
-    let (lower, upper) = if backwards {
-        (to.unwrap_or(0), from.unwrap_or(current))
-    } else {
-        (from.unwrap_or(0), to.unwrap_or(current))
-    };
-    let rows = state.store.relations(event_id.as_str(), rel_type.as_deref(), lower, upper, backwards, limit + 1).await?;
+    let (lower, upper) =
+        if backwards { (to.unwrap_or(0), from.unwrap_or(current)) } else { (from.unwrap_or(0), to.unwrap_or(current)) };
+    let rows =
+        state.store.relations(event_id.as_str(), rel_type.as_deref(), lower, upper, backwards, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     let rows: Vec<EventRow> = rows.into_iter().take(limit as usize).collect();
     let next = rows.last().map(|r| if backwards { r.stream_ordering - 1 } else { r.stream_ordering });
@@ -253,14 +259,41 @@ async fn relating(
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}
 async fn relations(state: AppState, req: Ruma<get_relating_events::v1::Request>) -> Result<Json<Value>> {
     let b = &req.body;
-    relating(&state, req.auth()?, &b.room_id, &b.event_id, None, None, b.from.as_deref(), b.to.as_deref(), b.dir, b.limit).await
+    relating(
+        &state,
+        req.auth()?,
+        &b.room_id,
+        &b.event_id,
+        None,
+        None,
+        b.from.as_deref(),
+        b.to.as_deref(),
+        b.dir,
+        b.limit,
+    )
+    .await
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}
-async fn relations_rel(state: AppState, req: Ruma<get_relating_events_with_rel_type::v1::Request>) -> Result<Json<Value>> {
+async fn relations_rel(
+    state: AppState,
+    req: Ruma<get_relating_events_with_rel_type::v1::Request>,
+) -> Result<Json<Value>> {
     let b = &req.body;
     let rel = Some(b.rel_type.to_string());
-    relating(&state, req.auth()?, &b.room_id, &b.event_id, rel, None, b.from.as_deref(), b.to.as_deref(), b.dir, b.limit).await
+    relating(
+        &state,
+        req.auth()?,
+        &b.room_id,
+        &b.event_id,
+        rel,
+        None,
+        b.from.as_deref(),
+        b.to.as_deref(),
+        b.dir,
+        b.limit,
+    )
+    .await
 }
 
 /// GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}
@@ -271,5 +304,6 @@ async fn relations_rel_type(
     let b = &req.body;
     let rel = Some(b.rel_type.to_string());
     let et = Some(b.event_type.to_string());
-    relating(&state, req.auth()?, &b.room_id, &b.event_id, rel, et, b.from.as_deref(), b.to.as_deref(), b.dir, b.limit).await
+    relating(&state, req.auth()?, &b.room_id, &b.event_id, rel, et, b.from.as_deref(), b.to.as_deref(), b.dir, b.limit)
+        .await
 }

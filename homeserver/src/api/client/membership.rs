@@ -2,8 +2,8 @@
 
 use axum::{Json, Router};
 use ruma::api::client::membership::{
-    ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms, kick_user,
-    leave_room, unban_user,
+    ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms, kick_user, leave_room,
+    unban_user,
 };
 use serde_json::{Value, json};
 
@@ -45,7 +45,14 @@ async fn invite(state: AppState, req: Ruma<invite_user::v3::Request>) -> Result<
         return Err(Error::new(http::StatusCode::BAD_REQUEST, "M_UNKNOWN", "third-party invites are not supported"));
     };
     state
-        .change_membership(&req.body.room_id, req.user()?, &invitee.user_id, MembershipAction::Invite, invitee.reason.clone(), false)
+        .change_membership(
+            &req.body.room_id,
+            req.user()?,
+            &invitee.user_id,
+            MembershipAction::Invite,
+            invitee.reason.clone(),
+            false,
+        )
         .await?;
     Ok(Json(json!({})))
 }
@@ -53,28 +60,36 @@ async fn invite(state: AppState, req: Ruma<invite_user::v3::Request>) -> Result<
 /// POST /_matrix/client/v3/rooms/{roomId}/leave
 async fn leave(state: AppState, req: Ruma<leave_room::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    state.change_membership(&req.body.room_id, user, user, MembershipAction::Leave, req.body.reason.clone(), false).await?;
+    state
+        .change_membership(&req.body.room_id, user, user, MembershipAction::Leave, req.body.reason.clone(), false)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/kick
 async fn kick(state: AppState, req: Ruma<kick_user::v3::Request>) -> Result<Json<Value>> {
     let b = &req.body;
-    state.change_membership(&b.room_id, req.user()?, &b.user_id, MembershipAction::Kick, b.reason.clone(), false).await?;
+    state
+        .change_membership(&b.room_id, req.user()?, &b.user_id, MembershipAction::Kick, b.reason.clone(), false)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/ban
 async fn ban(state: AppState, req: Ruma<ban_user::v3::Request>) -> Result<Json<Value>> {
     let b = &req.body;
-    state.change_membership(&b.room_id, req.user()?, &b.user_id, MembershipAction::Ban, b.reason.clone(), false).await?;
+    state
+        .change_membership(&b.room_id, req.user()?, &b.user_id, MembershipAction::Ban, b.reason.clone(), false)
+        .await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/unban
 async fn unban(state: AppState, req: Ruma<unban_user::v3::Request>) -> Result<Json<Value>> {
     let b = &req.body;
-    state.change_membership(&b.room_id, req.user()?, &b.user_id, MembershipAction::Unban, b.reason.clone(), false).await?;
+    state
+        .change_membership(&b.room_id, req.user()?, &b.user_id, MembershipAction::Unban, b.reason.clone(), false)
+        .await?;
     Ok(Json(json!({})))
 }
 

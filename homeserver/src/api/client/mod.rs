@@ -34,4 +34,3 @@ pub fn routes() -> Router<AppState> {
     let r = to_device::routes(r);
     profile::routes(r)
 }
-

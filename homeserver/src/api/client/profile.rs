@@ -1,7 +1,7 @@
 //! Display names and avatars; a change is written into every joined room's member event.
 
 use axum::{Json, Router};
-use ruma::api::client::profile::{get_profile, get_profile_field, set_profile_field, delete_profile_field};
+use ruma::api::client::profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field};
 use serde_json::{Value, json};
 
 use crate::{
@@ -50,7 +50,9 @@ async fn update(state: &Services, user: &ruma::UserId, name: &str, value: Option
     }
     for room in state.store.rooms_with_membership(user.as_str(), "join").await? {
         let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else { continue };
-        let Some(id) = state.store.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await? else { continue };
+        let Some(id) = state.store.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await? else {
+            continue;
+        };
         let Some(pdu) = state.pdu(&id).await? else { continue };
         let mut content = pdu.content_value();
         match &value {
@@ -61,7 +63,10 @@ async fn update(state: &Services, user: &ruma::UserId, name: &str, value: Option
                 }
             }
         }
-        if let Err(e) = state.append_event(&room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await {
+        if let Err(e) = state
+            .append_event(&room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None)
+            .await
+        {
             tracing::warn!(%room_id, error = %e, "could not update member event after profile change");
         }
     }
@@ -75,7 +80,11 @@ async fn set_field(state: AppState, req: Ruma<set_profile_field::v3::Request>) -
         return Err(Error::forbidden("you can only change your own profile"));
     }
     let v = serde_json::to_value(&req.body.value).map_err(|e| Error::bad_json(e.to_string()))?;
-    let (name, value) = v.as_object().and_then(|o| o.iter().next()).map(|(k, v)| (k.clone(), v.clone())).ok_or_else(|| Error::bad_json("empty profile update"))?;
+    let (name, value) = v
+        .as_object()
+        .and_then(|o| o.iter().next())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .ok_or_else(|| Error::bad_json("empty profile update"))?;
     update(&state, user, &name, value.as_str().map(str::to_owned)).await?;
     Ok(Json(json!({})))
 }
@@ -86,6 +95,6 @@ async fn delete_field(state: AppState, req: Ruma<delete_profile_field::v3::Reque
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only change your own profile"));
     }
-    update(&state, user, &req.body.field.to_string(), None).await?;
+    update(&state, user, req.body.field.as_ref(), None).await?;
     Ok(Json(json!({})))
 }

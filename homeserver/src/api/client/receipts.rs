@@ -21,13 +21,28 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(receipt).ruma(read_markers).ruma(typing).ruma(put_presence).ruma(presence)
 }
 
-async fn record_receipt(state: &Services, room: &ruma::RoomId, user: &ruma::UserId, rtype: &str, event_id: &str, thread: &str) -> Result<()> {
+async fn record_receipt(
+    state: &Services,
+    room: &ruma::RoomId,
+    user: &ruma::UserId,
+    rtype: &str,
+    event_id: &str,
+    thread: &str,
+) -> Result<()> {
     let row = state.store.event(event_id).await?.filter(|r| r.room_id == room.as_str());
     if row.is_none() {
         return Err(Error::not_found("event not found in this room"));
     }
     if rtype == "m.fully_read" {
-        let pos = state.store.put_account_data(user.as_str(), room.as_str(), "m.fully_read", &json!({ "event_id": event_id }).to_string()).await?;
+        let pos = state
+            .store
+            .put_account_data(
+                user.as_str(),
+                room.as_str(),
+                "m.fully_read",
+                &json!({ "event_id": event_id }).to_string(),
+            )
+            .await?;
         state.notifier.advance(pos);
     } else {
         let pos = state.store.put_receipt(room.as_str(), rtype, user.as_str(), thread, event_id, now_ms()).await?;
@@ -92,7 +107,10 @@ async fn put_presence(state: AppState, req: Ruma<set_presence::v3::Request>) -> 
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only set your own presence"));
     }
-    let pos = state.store.set_presence(user.as_str(), req.body.presence.as_str(), req.body.status_msg.as_deref(), now_ms()).await?;
+    let pos = state
+        .store
+        .set_presence(user.as_str(), req.body.presence.as_str(), req.body.status_msg.as_deref(), now_ms())
+        .await?;
     state.notifier.advance(pos);
     Ok(Json(json!({})))
 }
@@ -104,7 +122,8 @@ async fn presence(state: AppState, req: Ruma<get_presence::v3::Request>) -> Resu
     if target != user && !state.store.users_sharing_rooms(user.as_str()).await?.iter().any(|u| u == target.as_str()) {
         return Err(Error::forbidden("you do not share a room with this user"));
     }
-    let (state_str, msg, last, _) = state.store.presence(target.as_str()).await?.ok_or_else(|| Error::not_found("no presence"))?;
+    let (state_str, msg, last, _) =
+        state.store.presence(target.as_str()).await?.ok_or_else(|| Error::not_found("no presence"))?;
     let mut out = json!({ "presence": state_str, "last_active_ago": (now_ms() - last).max(0), "currently_active": state_str == "online" });
     if let Some(m) = msg {
         out["status_msg"] = m.into();

@@ -27,8 +27,10 @@ async fn create_room(state: AppState, req: Ruma<create_room::v3::Request>) -> Re
     };
     let mut initial_state = Vec::new();
     for raw in &body.initial_state {
-        let v: Value = serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(format!("initial_state: {e}")))?;
-        let kind = v.get("type").and_then(Value::as_str).ok_or_else(|| Error::bad_json("initial_state event without type"))?;
+        let v: Value =
+            serde_json::from_str(raw.json().get()).map_err(|e| Error::bad_json(format!("initial_state: {e}")))?;
+        let kind =
+            v.get("type").and_then(Value::as_str).ok_or_else(|| Error::bad_json("initial_state event without type"))?;
         let key = v.get("state_key").and_then(Value::as_str).unwrap_or("");
         initial_state.push(EventTemplate::state(kind, key, v.get("content").cloned().unwrap_or_else(|| json!({}))));
     }

@@ -48,14 +48,17 @@ async fn state_for_key(state: AppState, req: Ruma<get_state_event_for_key::v3::R
 /// PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
 async fn put_state(state: AppState, req: Ruma<send_state_event::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    let content: Value = serde_json::from_str(req.body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
+    let content: Value =
+        serde_json::from_str(req.body.body.json().get()).map_err(|e| Error::bad_json(e.to_string()))?;
     if !content.is_object() {
         return Err(Error::bad_json("state event content must be an object"));
     }
     state.require_joined(&req.body.room_id, user).await?;
     let kind = req.body.event_type.to_string();
     if kind == "m.room.member" {
-        return Err(Error::forbidden("use the membership endpoints (join, invite, leave, kick, ban) to change membership"));
+        return Err(Error::forbidden(
+            "use the membership endpoints (join, invite, leave, kick, ban) to change membership",
+        ));
     }
     let template = EventTemplate::state(kind, req.body.state_key.clone(), content);
     let pdu = state.append_event(&req.body.room_id, user, template, None).await?;
@@ -88,7 +91,10 @@ async fn joined(state: AppState, req: Ruma<joined_members::v3::Request>) -> Resu
             continue;
         }
         let content = state.pdu(&event_id).await?.map(|p| p.content_value()).unwrap_or_default();
-        joined.insert(member, json!({ "display_name": content.get("displayname"), "avatar_url": content.get("avatar_url") }));
+        joined.insert(
+            member,
+            json!({ "display_name": content.get("displayname"), "avatar_url": content.get("avatar_url") }),
+        );
     }
     Ok(Json(json!({ "joined": joined })))
 }
