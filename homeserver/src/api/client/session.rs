@@ -2,7 +2,7 @@
 
 use axum::{Json, Router};
 use ruma::api::client::{
-    account::{get_username_availability, register, whoami},
+    account::{check_registration_token_validity, get_username_availability, register, whoami},
     session::{get_login_types, login, logout, logout_all},
     uiaa::{AuthData, UserIdentifier},
 };
@@ -17,7 +17,14 @@ use crate::{
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    r.ruma(login_types).ruma(login).ruma(logout).ruma(logout_all).ruma(whoami).ruma(register).ruma(available)
+    r.ruma(login_types)
+        .ruma(login)
+        .ruma(logout)
+        .ruma(logout_all)
+        .ruma(whoami)
+        .ruma(register)
+        .ruma(available)
+        .ruma(token_validity)
 }
 
 /// GET /_matrix/client/v3/login
@@ -139,4 +146,15 @@ async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<J
         .open_session(&user_id, body.device_id.map(|d| d.to_string()), body.initial_device_display_name.as_deref())
         .await?;
     Ok(Json(json!({ "user_id": s.user_id, "access_token": s.access_token, "device_id": s.device_id })))
+}
+
+/// GET /_matrix/client/v1/register/m.login.registration_token/validity
+async fn token_validity(
+    state: AppState,
+    req: Ruma<check_registration_token_validity::v1::Request>,
+) -> Result<Json<Value>> {
+    if state.config.registration.mode == RegistrationMode::Closed {
+        return Err(Error::forbidden("registration is closed"));
+    }
+    Ok(Json(json!({ "valid": state.registration_token_valid(&req.body.token).await? })))
 }
