@@ -67,6 +67,10 @@ pub struct RateLimitConfig {
     pub per_second: f64,
     /// Requests a client may make in a burst before the sustained rate applies.
     pub burst: u32,
+    /// Sustained login and registration attempts per second per address.
+    pub login_per_second: f64,
+    /// Login and registration attempts an address may make in a burst.
+    pub login_burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,7 +110,7 @@ impl Default for ListenConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        Self { enabled: true, per_second: 10.0, burst: 50 }
+        Self { enabled: true, per_second: 10.0, burst: 50, login_per_second: 0.5, login_burst: 10 }
     }
 }
 

@@ -4,7 +4,7 @@ pub mod client;
 mod ruma_io;
 
 use axum::{Router, response::IntoResponse};
-use tower_http::cors::CorsLayer;
+use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
 
 pub use self::ruma_io::{Auth, Ruma, RumaResponse};
 use crate::{error::Error, services::AppState};
@@ -15,6 +15,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CorsLayer::permissive())
+        // Last resort: a bug must cost one request a 500, not the connection.
+        .layer(CatchPanicLayer::custom(|_| Error::unknown("internal error").into_response()))
         .with_state(state)
 }
 

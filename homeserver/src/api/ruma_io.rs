@@ -26,6 +26,7 @@ use ruma::{
 
 use crate::{
     error::{Error, Result},
+    ratelimit::LimitClass,
     services::AppState,
 };
 
@@ -111,15 +112,24 @@ where
             }
         };
         if T::RATE_LIMITED {
-            let key = auth.as_ref().map_or_else(|| client_ip.clone(), |a| a.user.to_string());
-            state.limiter.check(&key)?;
+            match &auth {
+                Some(a) => state.limiter.check(LimitClass::Action, a.user.as_str())?,
+                None => state.limiter.check(LimitClass::Login, &client_ip)?,
+            }
         }
         let limit = state.config.limits.max_request_bytes;
         let bytes = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| Error::too_large(format!("request body is larger than {limit} bytes")))?;
         let request = http::Request::from_parts(parts, bytes);
-        let body = T::try_from_http_request(request, &path_args)?;
+        // Parsing is pure, so a panic inside it (ruma has a few on odd input, e.g. a login
+        // body without `type`) can be caught safely and reported as the client's mistake.
+        let parsed =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::try_from_http_request(request, &path_args)));
+        let body = match parsed {
+            Ok(result) => result?,
+            Err(_) => return Err(Error::bad_json("the request body does not have the shape this endpoint expects")),
+        };
         Ok(Self { body, auth, client_ip })
     }
 }

@@ -185,7 +185,10 @@ impl Services {
             &mut obj,
             &rules.redaction,
         )
-        .map_err(|e| Error::bad_json(format!("cannot sign event: {e}")))?;
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => Error::too_large("the event is larger than 65535 bytes"),
+            e => Error::bad_json(format!("cannot sign event: {e}")),
+        })?;
         let hash = ruma::signatures::reference_hash(&obj, rules)
             .map_err(|e| Error::too_large(format!("event cannot be hashed: {e}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}")).map_err(|e| Error::internal("event id", e))?;

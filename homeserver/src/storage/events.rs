@@ -344,6 +344,21 @@ impl Store {
         Ok(out)
     }
 
+    /// Thread roots of a room with their latest reply's position, most recent first,
+    /// among threads whose latest reply is at or below `before`.
+    pub async fn thread_roots(&self, room_id: &str, before: i64, limit: i64) -> sqlx::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT relates_to, MAX(stream_ordering) AS latest FROM events WHERE room_id = $1 AND rel_type = 'm.thread' \
+             GROUP BY relates_to HAVING MAX(stream_ordering) <= $2 ORDER BY latest DESC LIMIT $3",
+        )
+        .bind(room_id)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
     pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id")
             .bind(room_id)

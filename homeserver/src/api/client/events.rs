@@ -47,7 +47,7 @@ async fn send(state: AppState, req: Ruma<send_message_event::v3::Request>) -> Re
     }
     state.require_joined(&b.room_id, &auth.user).await?;
     // The spec leaves /send unlimited; an office server limits it as Synapse does (rc_message).
-    state.limiter.check(&format!("send:{}", auth.user))?;
+    state.limiter.check(crate::ratelimit::LimitClass::Action, auth.user.as_str())?;
     let txn = Txn { device_id: auth.device.clone(), txn_id: b.txn_id.to_string() };
     let pdu = state
         .append_event(&b.room_id, &auth.user, EventTemplate::message(b.event_type.to_string(), content), Some(txn))

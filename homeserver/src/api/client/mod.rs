@@ -11,6 +11,7 @@ mod room_create;
 mod session;
 mod state;
 mod sync;
+mod threads;
 mod to_device;
 mod versions;
 
@@ -32,5 +33,6 @@ pub fn routes() -> Router<AppState> {
     let r = receipts::routes(r);
     let r = account_data::routes(r);
     let r = to_device::routes(r);
+    let r = threads::routes(r);
     profile::routes(r)
 }
