@@ -1,0 +1,21 @@
+//! End-to-end test harness for kairan.
+//!
+//! The tests drive real `kairan-homeserver` processes over loopback HTTP, the way a
+//! user's client would: with matrix-sdk for the flows a client performs, and with raw
+//! HTTP ([`Api`]) where a test must see the exact status code and `errcode`, send
+//! malformed input, or keep full control of transaction IDs and timing.
+//!
+//! - [`TestServer`] starts a homeserver on a free port in its own temporary directory,
+//!   on SQLite or on a fresh PostgreSQL database, and can SIGKILL and restart it.
+//! - [`Api`] is a minimal Client-Server API client over reqwest.
+//! - [`assert_matrix_error`] / [`assert_sdk_error`] check a Matrix error response.
+
+mod api;
+mod pg;
+mod server;
+
+pub use api::{Api, Response, assert_matrix_error, assert_matrix_error_in, assert_sdk_error, assert_sdk_error_in, enc};
+pub use server::{Backend, Registration, ServerOptions, TestServer};
+
+/// The password every test user gets unless a test chooses another one.
+pub const PASSWORD: &str = "correct horse battery staple";

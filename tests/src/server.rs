@@ -1,0 +1,442 @@
+//! Starting, killing and restarting a real `kairan-homeserver` process.
+
+use std::{
+    fs::File,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use matrix_sdk::{Client, config::RequestConfig};
+use tempfile::TempDir;
+
+use crate::{Api, pg::TestDatabase};
+
+/// How long a server may take to answer `/versions` after being spawned.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often readiness is polled while waiting.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The storage backend the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded default: a SQLite file under the data directory.
+    Sqlite,
+    /// A fresh PostgreSQL database, created for this server and dropped with it.
+    Postgres,
+}
+
+/// The `[registration]` section of the config.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Registration {
+    /// Only the administrator creates accounts (the default).
+    Closed,
+    /// `/register` is open to holders of one of these registration tokens.
+    Token(Vec<String>),
+}
+
+/// How to configure a [`TestServer`]. Defaults: SQLite, `localhost`, closed registration,
+/// rate limits off (so that ordinary tests never trip them).
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    pub backend: Backend,
+    pub server_name: String,
+    pub registration: Registration,
+    pub rate_limits: bool,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            server_name: "localhost".to_owned(),
+            registration: Registration::Closed,
+            rate_limits: false,
+        }
+    }
+}
+
+impl ServerOptions {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    pub fn server_name(mut self, server_name: impl Into<String>) -> Self {
+        self.server_name = server_name.into();
+        self
+    }
+
+    pub fn registration_tokens<S: Into<String>>(mut self, tokens: impl IntoIterator<Item = S>) -> Self {
+        self.registration = Registration::Token(tokens.into_iter().map(Into::into).collect());
+        self
+    }
+
+    pub fn rate_limits(mut self, enabled: bool) -> Self {
+        self.rate_limits = enabled;
+        self
+    }
+}
+
+/// A running (or killed) homeserver process with its own data directory and port.
+///
+/// Dropping it kills the process, drops its PostgreSQL database if any, and deletes the
+/// directory. If the test is panicking, the server's logs are printed first, because the
+/// directory holding them is about to disappear.
+#[derive(Debug)]
+pub struct TestServer {
+    options: ServerOptions,
+    binary: PathBuf,
+    config_path: PathBuf,
+    port: u16,
+    child: Option<Child>,
+    /// How many times the process has been spawned; each run logs to its own files.
+    runs: u32,
+    database: Option<TestDatabase>,
+    // Declared last: dropped after everything that lives in it.
+    dir: TempDir,
+}
+
+impl TestServer {
+    /// Writes a config, spawns the server and waits until `/versions` answers 200.
+    pub async fn start(options: ServerOptions) -> anyhow::Result<Self> {
+        let binary = homeserver_binary()?;
+        let database = match options.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::create().await?),
+        };
+
+        // A free port is found by binding port 0 and releasing it; another process can
+        // grab it in between, so a start that fails on the port is retried on a new one.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let dir = tempfile::Builder::new().prefix("kairan-e2e-").tempdir()?;
+            let port = free_port()?;
+            let config_path = dir.path().join("kairan.toml");
+            std::fs::write(&config_path, render_config(&options, dir.path(), port, database.as_ref()))?;
+            let mut server = Self {
+                options: options.clone(),
+                binary: binary.clone(),
+                config_path,
+                port,
+                child: None,
+                runs: 0,
+                database: None,
+                dir,
+            };
+            match server.spawn_and_wait().await {
+                Ok(()) => {
+                    server.database = database;
+                    return Ok(server);
+                }
+                Err(e) => {
+                    let stderr = server.last_stderr().to_lowercase();
+                    if attempt < 3 && stderr.contains("address already in use") {
+                        continue;
+                    }
+                    drop(server);
+                    if let Some(db) = &database {
+                        db.drop_database().await.ok();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Base URL of the Client-Server API, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.options.server_name
+    }
+
+    pub fn options(&self) -> &ServerOptions {
+        &self.options
+    }
+
+    /// The fully qualified user ID of a local user, e.g. `@alice:localhost`.
+    pub fn user_id(&self, localpart: &str) -> String {
+        format!("@{localpart}:{}", self.options.server_name)
+    }
+
+    /// The directory holding the config, data and logs of this server.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Creates an account with the admin CLI, which opens the same database as the running
+    /// server (`kairan-homeserver --config FILE create-user NAME --password-file FILE`).
+    pub async fn create_user(&self, name: &str, password: &str, admin: bool) -> anyhow::Result<()> {
+        let password_file = self.dir.path().join(format!("password-{name}"));
+        std::fs::write(&password_file, password)?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .env_clear()
+            .envs(server_env())
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("create-user")
+            .arg(name)
+            .arg("--password-file")
+            .arg(&password_file);
+        if admin {
+            command.arg("--admin");
+        }
+        let output = command.output().await.with_context(|| format!("running {}", self.binary.display()))?;
+        if !output.status.success() {
+            bail!(
+                "create-user {name} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Creates several ordinary users, all with [`PASSWORD`](crate::PASSWORD).
+    pub async fn create_users(&self, names: &[&str]) -> anyhow::Result<()> {
+        for name in names {
+            self.create_user(name, crate::PASSWORD, false).await?;
+        }
+        Ok(())
+    }
+
+    /// A matrix-sdk client logged in as `name`, with an in-memory store (every call is a new
+    /// device). Retries are disabled so that a 5xx or a transport error fails the test
+    /// at once instead of being retried forever, which is the SDK's default.
+    pub async fn client(&self, name: &str, password: &str) -> anyhow::Result<Client> {
+        let client = Client::builder()
+            .homeserver_url(self.url())
+            .request_config(RequestConfig::new().disable_retry().timeout(Duration::from_secs(60)))
+            .build()
+            .await
+            .context("building matrix-sdk client")?;
+        client
+            .matrix_auth()
+            .login_username(name, password)
+            .initial_device_display_name("kairan-tests")
+            .send()
+            .await
+            .with_context(|| format!("matrix-sdk login as {name}"))?;
+        Ok(client)
+    }
+
+    /// A raw API client logged in as `name` (a new device, via `/login`).
+    pub async fn api(&self, name: &str, password: &str) -> anyhow::Result<Api> {
+        Api::login(&self.url(), name, password).await
+    }
+
+    /// A raw API client without an access token.
+    pub fn anonymous(&self) -> Api {
+        Api::anonymous(&self.url())
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `Child::kill` sends SIGKILL on Unix.
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+
+    /// Whether the process is still running (false after `kill` or a crash).
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Starts the server again on the same data directory, database and port.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn_and_wait().await
+    }
+
+    /// Everything the server has written to stdout and stderr, over all runs.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for run in 1..=self.runs {
+            for stream in ["stdout", "stderr"] {
+                let path = self.log_path(run, stream);
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                if !text.is_empty() {
+                    out.push_str(&format!("----- run {run} {stream} ({}) -----\n{text}\n", path.display()));
+                }
+            }
+        }
+        out
+    }
+
+    fn log_path(&self, run: u32, stream: &str) -> PathBuf {
+        self.dir.path().join(format!("server-{run}.{stream}.log"))
+    }
+
+    fn last_stderr(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.runs, "stderr")).unwrap_or_default()
+    }
+
+    async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
+        self.runs += 1;
+        let stdout = File::create(self.log_path(self.runs, "stdout"))?;
+        let stderr = File::create(self.log_path(self.runs, "stderr"))?;
+        let child = Command::new(&self.binary)
+            .env_clear()
+            .envs(server_env())
+            .arg("--config")
+            .arg(&self.config_path)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("spawning {}", self.binary.display()))?;
+        self.child = Some(child);
+
+        match self.wait_until_ready().await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.kill();
+                Err(e.context(format!("server did not become ready; its output:\n{}", self.logs())))
+            }
+        }
+    }
+
+    /// Polls `GET /_matrix/client/versions` until it answers 200, the process exits, or
+    /// [`STARTUP_TIMEOUT`] passes.
+    async fn wait_until_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let url = format!("{}/_matrix/client/versions", self.url());
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            if let Some(child) = &mut self.child
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                bail!("kairan-homeserver exited during startup with {status}");
+            }
+            let last = match http.get(&url).send().await {
+                Ok(resp) if resp.status() == reqwest::StatusCode::OK => return Ok(()),
+                Ok(resp) => format!("status {}", resp.status()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!("no 200 from {url} within {STARTUP_TIMEOUT:?} (last: {last})");
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("===== kairan-homeserver logs ({}) =====\n{}", self.dir.path().display(), self.logs());
+        }
+        if let Some(db) = &self.database {
+            db.drop_blocking();
+        }
+        if std::env::var_os("KAIRAN_TEST_KEEP_DIR").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept test server directory {}", self.dir.path().display());
+        }
+    }
+}
+
+/// The homeserver binary: `KAIRAN_HOMESERVER_BIN`, or `kairan-homeserver` next to the
+/// `deps/` directory the test executable lives in (`target/debug/deps/e2e-…` →
+/// `target/debug/kairan-homeserver`). The harness never runs cargo itself; the test
+/// command builds the binary first.
+fn homeserver_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KAIRAN_HOMESERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().context("test executable has no parent directory")?;
+    let path = deps.join("..").join(format!("kairan-homeserver{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        bail!(
+            "{} not found: build it first (cargo build -p kairan-homeserver) or set KAIRAN_HOMESERVER_BIN",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The environment of server processes: the test's own, less every `KAIRAN_*` variable.
+/// The server reads `KAIRAN_*` as configuration overrides and rejects unknown ones, and the
+/// harness's own knobs (`KAIRAN_HOMESERVER_BIN`, `KAIRAN_TEST_PG_URL`, ...) share the prefix;
+/// besides, a test server's configuration must come from its file alone.
+fn server_env() -> impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)> {
+    std::env::vars_os().filter(|(key, _)| !key.to_string_lossy().starts_with("KAIRAN_"))
+}
+
+/// Asks the OS for a free loopback port.
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A TOML string literal. JSON string escapes are a subset of TOML basic-string escapes.
+fn toml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string always serialises")
+}
+
+fn render_config(options: &ServerOptions, dir: &Path, port: u16, database: Option<&TestDatabase>) -> String {
+    let data_dir = dir.join("data");
+    let mut config = String::new();
+    let mut line = |s: String| {
+        config.push_str(&s);
+        config.push('\n');
+    };
+    line(format!("server_name = {}", toml_string(&options.server_name)));
+    line(format!("data_dir = {}", toml_string(&data_dir.to_string_lossy())));
+    line(String::new());
+    line("[listen]".into());
+    line(format!("client = {}", toml_string(&format!("127.0.0.1:{port}"))));
+    line(String::new());
+    line("[database]".into());
+    let url = match database {
+        Some(db) => db.url().to_owned(),
+        None => format!("sqlite://{}", data_dir.join("kairan.db").to_string_lossy()),
+    };
+    line(format!("url = {}", toml_string(&url)));
+    line(String::new());
+    line("[registration]".into());
+    match &options.registration {
+        Registration::Closed => line("mode = \"closed\"".into()),
+        Registration::Token(tokens) => {
+            line("mode = \"token\"".into());
+            let list: Vec<String> = tokens.iter().map(|t| toml_string(t)).collect();
+            line(format!("tokens = [{}]", list.join(", ")));
+        }
+    }
+    line(String::new());
+    line("[rate_limits]".into());
+    line(format!("enabled = {}", options.rate_limits));
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_renders_every_section() {
+        let options = ServerOptions::default().registration_tokens(["secret-token"]).rate_limits(true);
+        let config = render_config(&options, Path::new("/tmp/x"), 4242, None);
+        assert!(config.contains("server_name = \"localhost\""), "{config}");
+        assert!(config.contains("data_dir = \"/tmp/x/data\""), "{config}");
+        assert!(config.contains("[listen]\nclient = \"127.0.0.1:4242\""), "{config}");
+        assert!(config.contains("url = \"sqlite:///tmp/x/data/kairan.db\""), "{config}");
+        assert!(config.contains("mode = \"token\"\ntokens = [\"secret-token\"]"), "{config}");
+        assert!(config.contains("[rate_limits]\nenabled = true"), "{config}");
+    }
+}
