@@ -22,6 +22,7 @@ pub struct Config {
     pub rate_limits: RateLimitConfig,
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +88,25 @@ pub struct RoomsConfig {
     pub default_version: String,
 }
 
+/// The media repository: upload limit, content policy and where files live.
+///
+/// Types are MIME types of what the bytes are (magic numbers), never the declared
+/// `Content-Type` or the file name. An entry is an exact type (`image/png`), a family
+/// (`image/*`) or `*/*`. A type matching `refused_types` is refused; otherwise it must
+/// match `allowed_types`; anything else is refused too (the allowlist decides).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Largest upload, in bytes.
+    pub max_upload_bytes: u64,
+    /// Types refused even when `allowed_types` matches them.
+    pub refused_types: Vec<String>,
+    /// Types accepted (unless refused).
+    pub allowed_types: Vec<String>,
+    /// Where content and thumbnails are stored. Empty means `DATA_DIR/media`.
+    pub store_dir: PathBuf,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -98,6 +118,7 @@ impl Default for Config {
             rate_limits: RateLimitConfig::default(),
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -117,6 +138,25 @@ impl Default for RateLimitConfig {
 impl Default for LimitsConfig {
     fn default() -> Self {
         Self { max_request_bytes: 1024 * 1024 }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        let types = |t: &[&str]| t.iter().map(|s| (*s).to_owned()).collect();
+        Self {
+            max_upload_bytes: 50 * 1024 * 1024,
+            refused_types: types(crate::media::DEFAULT_REFUSED_TYPES),
+            allowed_types: types(crate::media::DEFAULT_ALLOWED_TYPES),
+            store_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl MediaConfig {
+    /// The media directory, with the default under `data_dir` filled in.
+    pub fn store_dir(&self, data_dir: &std::path::Path) -> PathBuf {
+        if self.store_dir.as_os_str().is_empty() { data_dir.join("media") } else { self.store_dir.clone() }
     }
 }
 
@@ -145,13 +185,14 @@ impl Config {
             }
             None => toml::Table::new(),
         };
+        // Only variables that name an option apply: other KAIRAN_* variables (a test
+        // harness's, another kairan tool's) are no business of the server's.
+        let known = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(toml::Table::new()));
         for (name, value) in env {
             let Some(path) = name.strip_prefix("KAIRAN_") else { continue };
-            // Variables that configure the process rather than the server.
-            if matches!(path, "CONFIG" | "LOG") {
-                continue;
+            if is_option(&known, path) {
+                set_path(&mut table, path, &value);
             }
-            set_path(&mut table, path, &value);
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
@@ -170,6 +211,7 @@ impl Config {
                 crate::rooms::SUPPORTED_VERSIONS
             )));
         }
+        crate::media::MediaPolicy::from_config(&self.media).map_err(ConfigError)?;
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty() {
             tracing::warn!("registration.mode is \"token\" but registration.tokens is empty");
         }
@@ -189,6 +231,18 @@ impl Config {
     pub fn commented_default() -> &'static str {
         include_str!("../kairan.example.toml")
     }
+}
+
+/// Whether `SECTION__KEY` names an option of the configuration.
+fn is_option(known: &toml::Value, path: &str) -> bool {
+    let mut node = known;
+    for key in path.split("__") {
+        match node.get(key.to_ascii_lowercase()) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    true
 }
 
 fn set_path(table: &mut toml::Table, path: &str, raw: &str) {
@@ -244,6 +298,16 @@ mod tests {
     }
 
     #[test]
+    fn unrelated_kairan_variables_are_ignored() {
+        let env = [
+            ("KAIRAN_TEST_PG_URL".to_owned(), "postgres://x".to_owned()),
+            ("KAIRAN_LOG".to_owned(), "debug".to_owned()),
+            ("KAIRAN_DATABASE__NOPE".to_owned(), "1".to_owned()),
+        ];
+        assert_eq!(Config::load(None, env).unwrap().server_name, "localhost");
+    }
+
+    #[test]
     fn unknown_keys_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("c.toml");
@@ -256,5 +320,34 @@ mod tests {
     fn the_example_config_parses() {
         let table: toml::Table = Config::commented_default().parse().unwrap();
         let _: Config = toml::Value::Table(table).try_into().unwrap();
+    }
+
+    #[test]
+    fn the_example_config_shows_the_media_defaults() {
+        let table: toml::Table = Config::commented_default().parse().unwrap();
+        let example: Config = toml::Value::Table(table).try_into().unwrap();
+        let default = MediaConfig::default();
+        assert_eq!(example.media.max_upload_bytes, default.max_upload_bytes);
+        assert_eq!(example.media.refused_types, default.refused_types);
+        assert_eq!(example.media.allowed_types, default.allowed_types);
+        assert_eq!(example.media.store_dir, default.store_dir);
+    }
+
+    #[test]
+    fn media_policy_options() {
+        let env = [
+            ("KAIRAN_MEDIA__MAX_UPLOAD_BYTES".to_owned(), "1000".to_owned()),
+            ("KAIRAN_MEDIA__ALLOWED_TYPES".to_owned(), "[\"image/*\"]".to_owned()),
+            ("KAIRAN_MEDIA__STORE_DIR".to_owned(), "/srv/media".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.media.max_upload_bytes, 1000);
+        assert_eq!(c.media.allowed_types, ["image/*"]);
+        assert_eq!(c.media.store_dir(&c.data_dir), PathBuf::from("/srv/media"));
+        let d = Config::load(None, []).unwrap();
+        assert_eq!(d.media.store_dir(&d.data_dir), d.data_dir.join("media"));
+        let bad = [("KAIRAN_MEDIA__REFUSED_TYPES".to_owned(), "[\"word\"]".to_owned())];
+        let err = Config::load(None, bad).unwrap_err().to_string();
+        assert!(err.contains("media.refused_types") && err.contains("word"), "{err}");
     }
 }

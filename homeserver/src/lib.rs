@@ -6,8 +6,11 @@
 pub mod accounts;
 pub mod api;
 pub mod config;
+pub mod e2ee;
 pub mod error;
 pub mod keys;
+pub mod media;
+pub mod push;
 pub mod ratelimit;
 pub mod rooms;
 pub mod services;

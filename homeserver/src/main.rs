@@ -32,6 +32,11 @@ enum Command {
         #[arg(long)]
         admin: bool,
     },
+    /// Quarantine a media: downloads and thumbnails of it answer 404 from now on.
+    QuarantineMedia {
+        /// The media's URI, `mxc://SERVER/MEDIA_ID`.
+        mxc_uri: String,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,9 +58,14 @@ fn fail(message: String) -> std::process::ExitCode {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAIRAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ruma_state_res=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -80,6 +90,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}", e.message))?;
             println!("created {user}{}", if admin { " (administrator)" } else { "" });
             services.store.close().await;
+            Ok(())
+        }
+        Some(Command::QuarantineMedia { mxc_uri }) => {
+            let uri = <&ruma::MxcUri>::from(mxc_uri.as_str());
+            let (server, media_id) =
+                uri.parts().map_err(|e| anyhow::anyhow!("{mxc_uri:?} is not an mxc:// URI: {e}"))?;
+            if server.as_str() != config.server_name {
+                anyhow::bail!("{mxc_uri} is not a media of this server ({})", config.server_name);
+            }
+            let services = Services::start(config).await?;
+            let result = services.media.quarantine(media_id).await.map_err(|e| anyhow::anyhow!("{}", e.message));
+            services.store.close().await;
+            result?;
+            println!("quarantined {mxc_uri}");
             Ok(())
         }
         Some(Command::GenerateConfig) => unreachable!("handled above"),

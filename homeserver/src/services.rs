@@ -20,7 +20,13 @@ pub struct Services {
     pub rooms: RoomCaches,
     pub typing: Typing,
     pub limiter: RateLimiter,
+    pub media: crate::media::MediaService,
     pub uia: std::sync::Arc<crate::accounts::UiaSessions>,
+    pub push: crate::push::PushRuleCache,
+    /// Outbound HTTP (push gateways), without any public default endpoint.
+    pub http: reqwest::Client,
+    /// When each user's presence was last written from a sync: `(state, at)`.
+    pub presence_seen: std::sync::Mutex<std::collections::HashMap<ruma::OwnedUserId, (String, std::time::Instant)>>,
 }
 
 /// The axum application state.
@@ -34,6 +40,7 @@ impl Services {
         let pos = store.current_stream_pos().await?;
         Ok(Arc::new(Self {
             limiter: RateLimiter::new(&config.rate_limits),
+            media: crate::media::MediaService::new(&config, store.clone())?,
             config,
             store,
             keys,
@@ -41,6 +48,9 @@ impl Services {
             rooms: RoomCaches::default(),
             typing: Typing::default(),
             uia: Default::default(),
+            push: Default::default(),
+            http: reqwest::Client::new(),
+            presence_seen: Default::default(),
         }))
     }
 

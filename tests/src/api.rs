@@ -119,6 +119,11 @@ impl Api {
         self.request(Method::PUT, path, Some((serde_json::to_vec(body)?, "application/json"))).await
     }
 
+    /// `DELETE` with a JSON body (the device endpoints take their UIA `auth` in one).
+    pub async fn delete(&self, path: &str, body: &Value) -> anyhow::Result<Response> {
+        self.request(Method::DELETE, path, Some((serde_json::to_vec(body)?, "application/json"))).await
+    }
+
     /// `POST /createRoom`; returns the room ID.
     pub async fn create_room(&self, body: &Value) -> anyhow::Result<String> {
         let body = self.post("/_matrix/client/v3/createRoom", body).await?.ok().context("createRoom")?;

@@ -12,7 +12,10 @@ use argon2::{
     password_hash::{SaltString, rand_core::OsRng},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use ruma::{OwnedUserId, UserId};
+use ruma::{
+    OwnedUserId, UserId,
+    api::client::uiaa::{AuthData, UserIdentifier},
+};
 use sha2::{Digest, Sha256};
 
 pub use self::uia::{UiaSessions, UiaStage};
@@ -151,10 +154,46 @@ impl Services {
 }
 
 impl Services {
+    /// Requires the user's password as a user-interactive authentication stage: without
+    /// it (or with a wrong one) the answer is the 401 that asks for it.
+    pub async fn require_password(&self, user: &UserId, data: Option<&AuthData>) -> Result<()> {
+        let stages = [UiaStage::Password];
+        match data {
+            Some(AuthData::Password(p)) => {
+                let claimed = match &p.identifier {
+                    UserIdentifier::Matrix(id) => self.user_id_from(&id.user)?,
+                    _ => return Err(Error::forbidden("only user identifiers are supported")),
+                };
+                if claimed != user {
+                    return Err(Error::forbidden("you can only authenticate as yourself"));
+                }
+                match self.check_password(user, &p.password).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(self.uia().challenge(p.session.as_deref(), &stages, Some(e))),
+                }
+            }
+            other => Err(self.uia().challenge(other.and_then(|d| d.session()), &stages, None)),
+        }
+    }
+
+    /// Ends devices: their tokens, and their end-to-end keys (which tells the users who
+    /// share rooms to forget them). `None` means every device of the user.
+    pub async fn remove_devices(&self, user: &UserId, device_ids: Option<&[String]>) -> Result<()> {
+        self.store.delete_devices(user.as_str(), device_ids).await?;
+        self.forget_device_keys(user, device_ids).await
+    }
+
+    /// Ends every device of the user except `keep`.
+    pub async fn remove_other_devices(&self, user: &UserId, keep: &str) -> Result<()> {
+        let others: Vec<String> =
+            self.store.devices(user.as_str()).await?.into_iter().map(|d| d.device_id).filter(|d| d != keep).collect();
+        self.remove_devices(user, Some(&others)).await
+    }
+
     /// Deactivates an account: its sessions end at once, and it leaves every room.
     pub async fn deactivate_account(&self, user_id: &UserId) -> Result<()> {
         self.store.set_deactivated(user_id.as_str(), true).await?;
-        self.store.delete_devices(user_id.as_str(), None).await?;
+        self.remove_devices(user_id, None).await?;
         self.store.set_password_hash(user_id.as_str(), None).await?;
         for membership in ["join", "invite"] {
             for room in self.store.rooms_with_membership(user_id.as_str(), membership).await? {

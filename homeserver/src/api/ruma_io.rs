@@ -74,7 +74,7 @@ impl<T> Ruma<T> {
     }
 }
 
-fn access_token(parts: &Parts) -> Option<String> {
+pub(crate) fn access_token(parts: &Parts) -> Option<String> {
     if let Some(h) = parts.headers.get(http::header::AUTHORIZATION) {
         return h.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(|t| t.trim().to_owned());
     }

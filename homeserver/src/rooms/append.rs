@@ -158,12 +158,13 @@ impl Services {
         }
         let (pdu, _) = self.sign_pdu(obj, rules, Some(&room_id))?;
         self.authorise(rules, &pdu, &parents.state_before).await?;
-        self.persist_local(pdu, parents, sender, txn).await
+        let push_actions = self.push_actions_for(&pdu, &parents.state_before, rules).await?;
+        self.persist_local(pdu, parents, sender, txn, push_actions).await
     }
 
     /// Persists an already signed and authorised local PDU.
     pub(super) async fn persist_local_pdu(&self, pdu: Arc<Pdu>, parents: Parents, sender: &UserId) -> Result<Arc<Pdu>> {
-        self.persist_local(pdu, parents, sender, None).await
+        self.persist_local(pdu, parents, sender, None, vec![]).await
     }
 
     /// Hashes and signs an event and derives its ID. Returns the PDU and, for a v12
@@ -252,6 +253,7 @@ impl Services {
         parents: Parents,
         sender: &UserId,
         txn: Option<Txn>,
+        push_actions: Vec<crate::storage::PushAction>,
     ) -> Result<Arc<Pdu>> {
         let key = pdu.state_key.clone().map(|k| (pdu.kind.to_string(), k));
         let replaces_state = key.as_ref().and_then(|k| parents.state_before.get(k).cloned());
@@ -282,10 +284,12 @@ impl Services {
             relates_to: relation.map(|r| r.1),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
             txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
+            push_actions,
         };
         let (pos, _group) = self.store.persist_event(&new).await?;
         self.rooms.cache_pdu(pdu.clone());
         self.notifier.advance(pos);
+        crate::push::deliver(self.store.clone(), self.http.clone(), pdu.clone(), new.push_actions);
         Ok(pdu)
     }
 

@@ -76,6 +76,8 @@ pub struct NewEvent {
     pub redacts: Option<String>,
     /// `(user, device, txn_id)` for client-sent events.
     pub txn: Option<(String, String, String)>,
+    /// The notifications this event produces for local users.
+    pub push_actions: Vec<super::PushAction>,
 }
 
 /// Longest chain of deltas before a full snapshot is written.
@@ -144,6 +146,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        Self::insert_push_actions(&mut tx, &ev.event_id, &ev.room_id, &ev.push_actions).await?;
         let pos = Self::next_counter(&mut tx, "stream").await?;
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
@@ -422,27 +425,5 @@ impl Store {
             .bind(to)
             .fetch_all(&self.pool)
             .await
-    }
-
-    /// Number of events in `(after, to]` from senders other than `user`, of the given types.
-    pub async fn count_events_after(
-        &self,
-        room_id: &str,
-        user: &str,
-        after: i64,
-        to: i64,
-    ) -> sqlx::Result<Vec<String>> {
-        sqlx::query_scalar(
-            "SELECT pdu_json FROM events WHERE room_id = $1 AND sender <> $2 AND stream_ordering > $3 \
-             AND stream_ordering <= $4 AND redacted_by IS NULL \
-             AND event_type IN ('m.room.message', 'm.room.encrypted', 'm.sticker', 'm.poll.start', 'org.matrix.msc3381.poll.start') \
-             ORDER BY stream_ordering DESC LIMIT 1000",
-        )
-        .bind(room_id)
-        .bind(user)
-        .bind(after)
-        .bind(to)
-        .fetch_all(&self.pool)
-        .await
     }
 }

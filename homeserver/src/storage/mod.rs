@@ -7,7 +7,11 @@
 
 mod account;
 mod events;
+mod keys;
+pub mod media;
+mod push;
 mod rooms;
+mod sliding;
 mod streams;
 mod users;
 
@@ -23,6 +27,7 @@ use sqlx::{
 
 pub use self::{
     events::{EventRow, NewEvent, StateDelta, StateMap},
+    push::{NotificationRow, PushAction},
     streams::{ReceiptRow, ToDeviceRow},
     users::{DeviceRow, UserRow},
 };

@@ -62,18 +62,6 @@ impl Store {
             .collect()
     }
 
-    /// The stream ordering of the event the user's read receipt (public or private) points at.
-    pub async fn read_up_to(&self, room_id: &str, user_id: &str) -> sqlx::Result<Option<i64>> {
-        sqlx::query_scalar(
-            "SELECT MAX(e.stream_ordering) FROM receipts r JOIN events e ON e.event_id = r.event_id \
-             WHERE r.room_id = $1 AND r.user_id = $2 AND r.receipt_type IN ('m.read', 'm.read.private')",
-        )
-        .bind(room_id)
-        .bind(user_id)
-        .fetch_one(&self.pool)
-        .await
-    }
-
     /// Queues to-device messages once per sending device's transaction ID. Returns the
     /// last stream position, or `None` if the transaction was already delivered.
     pub async fn put_to_device(
@@ -171,6 +159,24 @@ impl Store {
         .bind(user_id)
         .bind(state)
         .bind(status_msg)
+        .bind(now_ms)
+        .bind(pos)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(pos)
+    }
+
+    /// Records activity (from a syncing client) without touching the status message.
+    pub async fn touch_presence(&self, user_id: &str, state: &str, now_ms: i64) -> sqlx::Result<i64> {
+        let mut tx = self.begin().await?;
+        let pos = Self::next_counter(&mut tx, "stream").await?;
+        sqlx::query(
+            "INSERT INTO presence (user_id, state, status_msg, last_active_ts, stream_pos) VALUES ($1, $2, NULL, $3, $4) \
+             ON CONFLICT (user_id) DO UPDATE SET state = $2, last_active_ts = $3, stream_pos = $4",
+        )
+        .bind(user_id)
+        .bind(state)
         .bind(now_ms)
         .bind(pos)
         .execute(&mut *tx)

@@ -74,11 +74,16 @@ macro_rules! storage_tests {
 
 storage_tests!(
     accounts_and_sessions,
+    media_metadata_and_quarantine,
     events_stream_in_order_and_paginate,
     state_groups_resolve_through_deltas_and_snapshots,
     transactions_and_redactions,
     account_data_receipts_to_device_filters,
     concurrent_writers_get_distinct_ordered_positions,
+    e2ee_device_and_one_time_keys,
+    e2ee_one_time_key_claims_are_exclusive,
+    e2ee_cross_signing_and_device_list_stream,
+    e2ee_room_key_backups,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -105,6 +110,7 @@ fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str
         relates_to: None,
         redacts: None,
         txn: None,
+        push_actions: vec![],
     }
 }
 
@@ -257,4 +263,226 @@ async fn concurrent_writers_get_distinct_ordered_positions(store: &Store) {
     all.dedup();
     assert_eq!(all.len(), 80, "no two writes share a position");
     assert_eq!(store.current_stream_pos().await.unwrap(), *all.last().unwrap());
+}
+
+async fn e2ee_device_and_one_time_keys(store: &Store) {
+    store.create_session("@a:x", "DEV1", Some("phone"), "t1", 1).await.unwrap();
+    store.create_session("@a:x", "DEV2", None, "t2", 1).await.unwrap();
+    let p1 = store.set_device_keys("@a:x", "DEV1", "{\"k\":1}").await.unwrap().expect("new keys move the stream");
+    assert_eq!(store.current_stream_pos().await.unwrap(), p1);
+    assert_eq!(store.set_device_keys("@a:x", "DEV1", "{\"k\":1}").await.unwrap(), None, "the same keys change nothing");
+    let p2 = store.set_device_keys("@a:x", "DEV1", "{\"k\":2}").await.unwrap().unwrap();
+    assert!(p2 > p1);
+    // Keys of a device that no longer exists are not served.
+    store.set_device_keys("@a:x", "GONE", "{\"k\":3}").await.unwrap();
+    let keys = store.device_keys("@a:x").await.unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0].device_id.as_str(), keys[0].key_json.as_str()), ("DEV1", "{\"k\":2}"));
+    assert_eq!(keys[0].display_name.as_deref(), Some("phone"));
+    assert_eq!(store.device_list_changes("@b:x", p1, p2).await.unwrap(), vec![("@a:x".to_owned(), false)]);
+    assert!(store.device_list_changes("@b:x", p2, p2).await.unwrap().is_empty());
+
+    let otk = |id: &str, json: &str| ("signed_curve25519".to_owned(), id.to_owned(), json.to_owned());
+    store.add_one_time_keys("@a:x", "DEV1", &[otk("B", "{\"b\":1}")], 10).await.unwrap();
+    store.add_one_time_keys("@a:x", "DEV1", &[otk("A", "{\"a\":1}"), otk("C", "{\"c\":1}")], 20).await.unwrap();
+    store.add_one_time_keys("@a:x", "DEV1", &[otk("B", "{\"other\":1}")], 30).await.unwrap();
+    assert_eq!(
+        store.one_time_key("@a:x", "DEV1", "signed_curve25519", "B").await.unwrap().as_deref(),
+        Some("{\"b\":1}")
+    );
+    assert_eq!(store.count_one_time_keys("@a:x", "DEV1").await.unwrap(), vec![("signed_curve25519".to_owned(), 3)]);
+    let first = store.claim_one_time_key("@a:x", "DEV1", "signed_curve25519").await.unwrap().unwrap();
+    assert_eq!(first.0, "B", "the oldest key goes first");
+    assert_eq!(store.claim_one_time_key("@a:x", "DEV1", "signed_curve25519").await.unwrap().unwrap().0, "A");
+    assert_eq!(store.count_one_time_keys("@a:x", "DEV1").await.unwrap(), vec![("signed_curve25519".to_owned(), 1)]);
+    assert_eq!(store.claim_one_time_key("@a:x", "DEV2", "signed_curve25519").await.unwrap(), None);
+
+    store.set_fallback_key("@a:x", "DEV1", "signed_curve25519", "F1", "{\"f\":1}").await.unwrap();
+    assert_eq!(store.unused_fallback_key_types("@a:x", "DEV1").await.unwrap(), vec!["signed_curve25519".to_owned()]);
+    let fb = store.claim_fallback_key("@a:x", "DEV1", "signed_curve25519").await.unwrap().unwrap();
+    assert_eq!(fb, ("F1".to_owned(), "{\"f\":1}".to_owned()));
+    assert!(store.unused_fallback_key_types("@a:x", "DEV1").await.unwrap().is_empty());
+    assert!(
+        store.claim_fallback_key("@a:x", "DEV1", "signed_curve25519").await.unwrap().is_some(),
+        "fallback keys stay"
+    );
+    store.set_fallback_key("@a:x", "DEV1", "signed_curve25519", "F1", "{\"f\":1}").await.unwrap();
+    assert!(store.unused_fallback_key_types("@a:x", "DEV1").await.unwrap().is_empty(), "a repeat keeps it used");
+    store.set_fallback_key("@a:x", "DEV1", "signed_curve25519", "F2", "{\"f\":2}").await.unwrap();
+    assert_eq!(store.unused_fallback_key_types("@a:x", "DEV1").await.unwrap().len(), 1, "a new key is unused");
+
+    store
+        .add_signatures(
+            &[("@a:x".into(), "DEV1".into(), "@a:x".into(), "ed25519:ssk".into(), "sig".into())],
+            &[("@a:x".into(), None)],
+        )
+        .await
+        .unwrap();
+    let p3 = store.delete_device_keys("@a:x", Some(&["DEV1".to_owned()])).await.unwrap().expect("a change");
+    assert!(store.device_keys("@a:x").await.unwrap().is_empty());
+    assert!(store.count_one_time_keys("@a:x", "DEV1").await.unwrap().is_empty());
+    assert!(store.unused_fallback_key_types("@a:x", "DEV1").await.unwrap().is_empty());
+    assert!(store.signatures_on("@a:x").await.unwrap().is_empty());
+    assert_eq!(store.device_list_changes("@b:x", p3 - 1, p3).await.unwrap().len(), 1);
+    assert_eq!(store.delete_device_keys("@a:x", Some(&["DEV1".to_owned()])).await.unwrap(), None);
+    assert!(store.delete_device_keys("@a:x", None).await.unwrap().is_some(), "GONE still had keys");
+}
+
+async fn e2ee_one_time_key_claims_are_exclusive(store: &Store) {
+    let keys: Vec<_> =
+        (0..20).map(|i| ("signed_curve25519".to_owned(), format!("K{i:02}"), format!("{{\"i\":{i}}}"))).collect();
+    store.add_one_time_keys("@a:x", "D", &keys, 1).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            for _ in 0..4 {
+                if let Some((id, _)) = store.claim_one_time_key("@a:x", "D", "signed_curve25519").await.unwrap() {
+                    got.push(id);
+                }
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort();
+    let n = all.len();
+    all.dedup();
+    assert_eq!(all.len(), n, "no key is handed out twice");
+    assert_eq!(n, 20, "every key is handed out once");
+}
+
+async fn e2ee_cross_signing_and_device_list_stream(store: &Store) {
+    let keys = vec![
+        ("master".to_owned(), "MPK".to_owned(), "{\"m\":1}".to_owned()),
+        ("self_signing".to_owned(), "SPK".to_owned(), "{\"s\":1}".to_owned()),
+    ];
+    let p1 = store.set_cross_signing_keys("@a:x", &keys).await.unwrap();
+    let got = store.cross_signing_keys("@a:x").await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].key_type.as_str(), got[0].public_key.as_str()), ("master", "MPK"));
+    let p2 = store
+        .set_cross_signing_keys("@a:x", &[("master".to_owned(), "MPK2".to_owned(), "{\"m\":2}".to_owned())])
+        .await
+        .unwrap();
+    assert!(p2 > p1);
+    assert_eq!(store.cross_signing_keys("@a:x").await.unwrap()[0].public_key, "MPK2");
+
+    // @b signs @a's master key with its user-signing key: only @b hears of it.
+    let p3 = store
+        .add_signatures(
+            &[("@a:x".into(), "MPK2".into(), "@b:x".into(), "ed25519:USK".into(), "sig1".into())],
+            &[("@a:x".into(), Some("@b:x".into()))],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.device_list_changes("@b:x", p2, p3).await.unwrap(), vec![("@a:x".to_owned(), true)]);
+    assert!(store.device_list_changes("@c:x", p2, p3).await.unwrap().is_empty());
+    // Signing again replaces the signature.
+    store
+        .add_signatures(
+            &[("@a:x".into(), "MPK2".into(), "@b:x".into(), "ed25519:USK".into(), "sig2".into())],
+            &[("@a:x".into(), Some("@b:x".into()))],
+        )
+        .await
+        .unwrap();
+    let sigs = store.signatures_on("@a:x").await.unwrap();
+    assert_eq!(sigs.len(), 1);
+    assert_eq!(sigs[0].signature, "sig2");
+    assert_eq!(store.add_signatures(&[], &[("@a:x".into(), None)]).await.unwrap(), None);
+
+    // Member events of rooms a user is joined to.
+    let g = store.create_state_group("!r:x", &StateMap::new()).await.unwrap();
+    let (_, g1) = store.persist_event(&event(1, "!r:x", None, g, Some(("m.room.member", "@a:x")))).await.unwrap();
+    let (p, _) =
+        store.persist_event(&event(2, "!r:x", Some("$e1"), g1, Some(("m.room.member", "@b:x")))).await.unwrap();
+    let changes = store.member_events_in_joined_rooms("@a:x", p - 1, p).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!((changes[0].0.as_str(), changes[0].1.as_str()), ("!r:x", "@b:x"));
+    assert!(store.member_events_in_joined_rooms("@c:x", 0, p).await.unwrap().is_empty());
+}
+
+async fn e2ee_room_key_backups(store: &Store) {
+    assert!(store.backup_version("@a:x", None).await.unwrap().is_none());
+    assert_eq!(store.create_backup_version("@a:x", "alg", "{\"pk\":1}").await.unwrap(), 1);
+    assert_eq!(store.create_backup_version("@a:x", "alg", "{\"pk\":2}").await.unwrap(), 2);
+    assert_eq!(store.create_backup_version("@b:x", "alg", "{}").await.unwrap(), 1, "versions are per user");
+    assert_eq!(store.backup_version("@a:x", None).await.unwrap().unwrap().version, 2);
+    assert!(store.delete_backup_version("@a:x", 2).await.unwrap());
+    assert!(!store.delete_backup_version("@a:x", 2).await.unwrap());
+    assert_eq!(store.backup_version("@a:x", None).await.unwrap().unwrap().version, 1);
+    assert!(store.backup_version("@a:x", Some(2)).await.unwrap().is_none());
+    assert_eq!(store.create_backup_version("@a:x", "alg", "{}").await.unwrap(), 3, "numbers are not reused");
+    assert!(store.update_backup_auth_data("@a:x", 3, "{\"pk\":3}").await.unwrap());
+    assert!(!store.update_backup_auth_data("@a:x", 2, "{}").await.unwrap());
+    let v3 = store.backup_version("@a:x", Some(3)).await.unwrap().unwrap();
+    assert_eq!((v3.algorithm.as_str(), v3.auth_data.as_str(), v3.etag), ("alg", "{\"pk\":3}", 0));
+
+    let better = |old: (bool, i64, i64), new: (bool, i64, i64)| (new.0, -new.1, -new.2) > (old.0, -old.1, -old.2);
+    let key = |room: &str, s: &str, rank: (bool, i64, i64), json: &str| {
+        (room.to_owned(), s.to_owned(), rank, json.to_owned())
+    };
+    let (count, etag) = store
+        .put_backup_keys(
+            "@a:x",
+            3,
+            &[key("!r", "s1", (false, 5, 0), "v1"), key("!r", "s2", (false, 0, 0), "v2")],
+            better,
+        )
+        .await
+        .unwrap();
+    assert_eq!((count, etag), (2, 1));
+    // A worse key changes nothing, not even the etag.
+    let (count, etag) =
+        store.put_backup_keys("@a:x", 3, &[key("!r", "s1", (false, 9, 0), "worse")], better).await.unwrap();
+    assert_eq!((count, etag), (2, 1));
+    let (count, etag) = store.put_backup_keys("@a:x", 3, &[key("!q", "s3", (true, 9, 9), "v3")], better).await.unwrap();
+    assert_eq!((count, etag), (3, 2));
+    store.put_backup_keys("@a:x", 3, &[key("!r", "s1", (true, 7, 0), "verified")], better).await.unwrap();
+    let s1 = store.backup_keys("@a:x", 3, Some("!r"), Some("s1")).await.unwrap();
+    assert_eq!(s1, vec![("!r".to_owned(), "s1".to_owned(), "verified".to_owned())]);
+    assert_eq!(store.backup_keys("@a:x", 3, Some("!r"), None).await.unwrap().len(), 2);
+    assert_eq!(store.backup_keys("@a:x", 3, None, None).await.unwrap().len(), 3);
+    assert!(store.backup_keys("@a:x", 1, None, None).await.unwrap().is_empty());
+    let (count, etag) = store.delete_backup_keys("@a:x", 3, Some("!r"), Some("s2")).await.unwrap();
+    assert_eq!((count, etag), (2, 4));
+    let (count, _) = store.delete_backup_keys("@a:x", 3, None, None).await.unwrap();
+    assert_eq!(count, 0);
+    store.put_backup_keys("@a:x", 3, &[key("!r", "s1", (false, 0, 0), "v")], better).await.unwrap();
+    assert!(store.delete_backup_version("@a:x", 3).await.unwrap());
+    assert_eq!(store.backup_count_etag("@a:x", 3).await.unwrap().0, 0, "a deleted version loses its keys");
+}
+
+async fn media_metadata_and_quarantine(store: &Store) {
+    let row = media::MediaRow {
+        media_id: "m1".into(),
+        uploader: "@a:x".into(),
+        sha256: "0f".repeat(32),
+        size: 5,
+        content_type: "text/plain".into(),
+        declared_type: Some("image/png".into()),
+        upload_name: Some("県庁の資料.txt".into()),
+        created_ts: 42,
+        quarantined: false,
+    };
+    store.insert_media(&row).await.unwrap();
+    assert_eq!(store.media("m1").await.unwrap().as_ref(), Some(&row));
+    assert!(store.insert_media(&row).await.is_err(), "a media ID is taken once");
+    // The same content under another ID, without the optional fields.
+    let other = media::MediaRow { media_id: "m2".into(), declared_type: None, upload_name: None, ..row.clone() };
+    store.insert_media(&other).await.unwrap();
+    assert_eq!(store.media("m2").await.unwrap().as_ref(), Some(&other));
+    assert_eq!(store.media_count_by_hash(&row.sha256).await.unwrap(), 2);
+    assert!(store.set_media_quarantined("m1", true).await.unwrap());
+    assert!(store.media("m1").await.unwrap().unwrap().quarantined);
+    assert!(!store.media("m2").await.unwrap().unwrap().quarantined, "quarantine is per media ID");
+    assert!(store.set_media_quarantined("m1", false).await.unwrap());
+    assert!(!store.media("m1").await.unwrap().unwrap().quarantined);
+    assert!(!store.set_media_quarantined("nope", true).await.unwrap());
+    assert!(store.media("nope").await.unwrap().is_none());
 }

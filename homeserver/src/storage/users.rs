@@ -190,22 +190,6 @@ impl Store {
         tx.commit().await
     }
 
-    /// Removes every token of the user except the one given.
-    pub async fn delete_other_tokens(&self, user_id: &str, keep_device: &str) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id <> $2")
-            .bind(user_id)
-            .bind(keep_device)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM devices WHERE user_id = $1 AND device_id <> $2")
-            .bind(user_id)
-            .bind(keep_device)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
-    }
-
     pub async fn devices(&self, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
         let rows = sqlx::query(
             "SELECT device_id, display_name, last_seen_ts, last_seen_ip FROM devices WHERE user_id = $1 \

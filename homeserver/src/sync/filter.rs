@@ -46,6 +46,8 @@ pub struct RoomEventFilter {
     pub lazy_load_members: bool,
     pub include_redundant_members: bool,
     pub contains_url: Option<bool>,
+    /// Count notifications per thread (`unread_thread_notifications` in /sync).
+    pub unread_thread_notifications: bool,
 }
 
 /// `*` at the end of a filter type matches any suffix, as the spec allows.

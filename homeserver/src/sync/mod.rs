@@ -2,6 +2,7 @@
 
 mod filter;
 mod notifier;
+mod sliding;
 mod typing;
 
 use std::{collections::BTreeSet, time::Duration};
@@ -37,6 +38,9 @@ pub fn format_token(p: Position) -> String {
     format!("s{}_{}", p.stream, p.typing)
 }
 
+/// How often a syncing client's activity is written to presence.
+const PRESENCE_REFRESH: Duration = Duration::from_secs(60);
+
 /// Default number of timeline events per room, as in Synapse.
 const DEFAULT_TIMELINE_LIMIT: u64 = 10;
 
@@ -70,6 +74,31 @@ impl Services {
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Records that a user's client is syncing. Written only when the state changes or
+    /// once a minute: every write wakes the syncs of everyone sharing a room, so writing
+    /// on each sync would make syncing clients wake each other without end.
+    pub async fn note_presence(&self, user: &UserId, state: &str) -> Result<()> {
+        if state == "offline" {
+            return Ok(());
+        }
+        let due = {
+            let mut seen = self.presence_seen.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            match seen.get(user) {
+                Some((s, at)) if s == state && now.duration_since(*at) < PRESENCE_REFRESH => false,
+                _ => {
+                    seen.insert(user.to_owned(), (state.to_owned(), now));
+                    true
+                }
+            }
+        };
+        if due {
+            let pos = self.store.touch_presence(user.as_str(), state, crate::services::now_ms()).await?;
+            self.notifier.advance(pos);
+        }
+        Ok(())
     }
 
     fn expire_typing(&self) {
@@ -134,7 +163,12 @@ impl Services {
             section["account_data"] = json!({
                 "events": room_data.iter().map(|(_, t, c)| json!({ "type": t, "content": parse_json(c) })).collect::<Vec<_>>()
             });
-            section["unread_notifications"] = self.unread_counts(room_id, user, now.stream).await?;
+            let threads = req.filter.room.timeline.unread_thread_notifications;
+            let (unread, by_thread) = self.unread_counts(room_id, user, now.stream, threads).await?;
+            section["unread_notifications"] = unread;
+            if let Some(by_thread) = by_thread {
+                section["unread_thread_notifications"] = by_thread;
+            }
             join.insert(room, section);
         }
 
@@ -147,31 +181,26 @@ impl Services {
             if !initial && row.stream_ordering <= since.stream {
                 continue;
             }
-            let state = self.state_at_group(row.state_group).await?;
-            let mut events = Vec::new();
-            for ((t, k), id) in state.iter() {
-                let stripped = matches!(
-                    t.as_str(),
-                    "m.room.create"
-                        | "m.room.join_rules"
-                        | "m.room.name"
-                        | "m.room.avatar"
-                        | "m.room.canonical_alias"
-                        | "m.room.encryption"
-                        | "m.room.topic"
-                ) || (t == "m.room.member" && k == user.as_str())
-                    || (t == "m.room.member"
-                        && Some(k.as_str()) == self.pdu(&member_id).await?.map(|p| p.sender.to_string()).as_deref());
-                if stripped && let Some(p) = self.pdu(id).await? {
-                    events.push(json!({ "type": t, "state_key": k, "content": p.content_value(), "sender": p.sender }));
-                }
-            }
+            let events = self.invite_state(&row, user).await?;
             invite.insert(room, json!({ "invite_state": { "events": events } }));
         }
 
         let mut leave = Map::new();
         let joined_or_invited: BTreeSet<String> = join.keys().chain(invite.keys()).cloned().collect();
-        let leave_rows: Vec<&EventRow> = changes.iter().filter(|c| !joined_or_invited.contains(&c.room_id)).collect();
+        let mut leave_rows: Vec<EventRow> =
+            changes.iter().filter(|c| !joined_or_invited.contains(&c.room_id)).cloned().collect();
+        // An initial sync lists rooms already left only when the filter asks for them.
+        if req.since.is_none() && req.filter.room.include_leave {
+            for membership in ["leave", "ban"] {
+                for room in self.store.rooms_with_membership(user.as_str(), membership).await? {
+                    if let Some(id) = self.store.current_state_event(&room, "m.room.member", user.as_str()).await?
+                        && let Some(row) = self.store.event(&id).await?
+                    {
+                        leave_rows.push(row);
+                    }
+                }
+            }
+        }
         let mut seen = BTreeSet::new();
         for row in leave_rows.iter().rev() {
             if !seen.insert(row.room_id.clone()) {
@@ -227,7 +256,13 @@ impl Services {
             }
         }
 
+        let (devices_changed, devices_left) = match req.since {
+            Some(since) => self.device_list_changes(user, since.stream, now.stream).await?,
+            None => (vec![], vec![]),
+        };
         has_news |= !join.is_empty()
+            || !devices_changed.is_empty()
+            || !devices_left.is_empty()
             || !invite.is_empty()
             || !leave.is_empty()
             || !global.is_empty()
@@ -241,9 +276,35 @@ impl Services {
             "to_device": { "events": to_device },
             "presence": { "events": presence },
             "device_one_time_keys_count": otk,
-            "device_lists": { "changed": [], "left": [] },
+            "device_unused_fallback_key_types": self.unused_fallback_key_types(user, req.device).await?,
+            "device_lists": { "changed": devices_changed, "left": devices_left },
         });
         Ok((response, has_news))
+    }
+
+    /// The stripped state shown with an invite (`invite` is the user's invite event): the
+    /// room's name, avatar, topic and the like, the invite itself and the inviter's membership.
+    async fn invite_state(&self, invite: &EventRow, user: &UserId) -> Result<Vec<Value>> {
+        let state = self.state_at_group(invite.state_group).await?;
+        let mut events = Vec::new();
+        for ((t, k), id) in state.iter() {
+            let stripped = matches!(
+                t.as_str(),
+                "m.room.create"
+                    | "m.room.join_rules"
+                    | "m.room.name"
+                    | "m.room.avatar"
+                    | "m.room.canonical_alias"
+                    | "m.room.encryption"
+                    | "m.room.topic"
+            ) || (t == "m.room.member" && k == user.as_str())
+                || (t == "m.room.member"
+                    && Some(k.as_str()) == self.pdu(&invite.event_id).await?.map(|p| p.sender.to_string()).as_deref());
+            if stripped && let Some(p) = self.pdu(id).await? {
+                events.push(json!({ "type": t, "state_key": k, "content": p.content_value(), "sender": p.sender }));
+            }
+        }
+        Ok(events)
     }
 
     /// Timeline and state of one room between two positions.
@@ -345,32 +406,42 @@ impl Services {
         Ok(json!({ "m.heroes": heroes, "m.joined_member_count": joined, "m.invited_member_count": invited }))
     }
 
-    /// Unread messages from others after the user's read receipt, and those that mention them.
-    async fn unread_counts(&self, room_id: &RoomId, user: &UserId, to: i64) -> Result<Value> {
-        let after = self.store.read_up_to(room_id.as_str(), user.as_str()).await?.unwrap_or(0);
-        let unread = self.store.count_events_after(room_id.as_str(), user.as_str(), after, to).await?;
-        let display = self.store.user(user.as_str()).await?.and_then(|u| u.displayname);
-        let highlights = unread.iter().filter(|json| mentions(json, user, display.as_deref())).count();
-        Ok(json!({ "notification_count": unread.len(), "highlight_count": highlights }))
+    /// Notifications after the user's read receipts, from the push actions stored with
+    /// each event: for the room as a whole, or split into the main timeline and threads
+    /// when the client asked for thread notifications.
+    async fn unread_counts(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        to: i64,
+        threads: bool,
+    ) -> Result<(Value, Option<Value>)> {
+        let positions = self.store.read_positions(room_id.as_str(), user.as_str()).await?;
+        let unthreaded = positions.iter().find(|(t, _)| t.is_empty()).map_or(0, |p| p.1);
+        // An unthreaded receipt covers every thread; a threaded one only its own.
+        let read =
+            |thread: &str| positions.iter().find(|(t, _)| t == thread).map_or(unthreaded, |p| p.1.max(unthreaded));
+        let counts = self.store.unread_by_thread(user.as_str(), room_id.as_str(), read, to).await?;
+        let total = |rows: &mut dyn Iterator<Item = &(String, i64, i64)>| {
+            rows.fold((0, 0), |(n, h), (_, cn, ch)| (n + cn, h + ch))
+        };
+        if !threads {
+            let (n, h) = total(&mut counts.iter());
+            return Ok((json!({ "notification_count": n, "highlight_count": h }), None));
+        }
+        let (n, h) = total(&mut counts.iter().filter(|(t, _, _)| t == "main"));
+        let by_thread: Map<String, Value> = counts
+            .iter()
+            .filter(|(t, _, _)| t != "main")
+            .map(|(t, n, h)| (t.clone(), json!({ "notification_count": n, "highlight_count": h })))
+            .collect();
+        Ok((json!({ "notification_count": n, "highlight_count": h }), Some(Value::Object(by_thread))))
     }
 
-    /// Counts of unused one-time keys per algorithm (end-to-end encryption is issue 3).
-    async fn one_time_key_counts(&self, _user: &UserId, _device: &str) -> Result<Value> {
-        Ok(json!({ "signed_curve25519": 0 }))
+    /// Counts of unused one-time keys per algorithm.
+    async fn one_time_key_counts(&self, user: &UserId, device: &str) -> Result<Value> {
+        Ok(json!(self.count_one_time_keys(user, device).await?))
     }
-}
-
-/// Whether a stored PDU's content mentions the user (intentional mentions, then the
-/// legacy body match on the user ID or display name).
-fn mentions(pdu_json: &str, user: &UserId, display: Option<&str>) -> bool {
-    let Ok(v) = serde_json::from_str::<Value>(pdu_json) else { return false };
-    let content = &v["content"];
-    if let Some(m) = content.get("m.mentions") {
-        return m.get("user_ids").and_then(Value::as_array).is_some_and(|ids| ids.iter().any(|i| i == user.as_str()))
-            || m.get("room").and_then(Value::as_bool) == Some(true);
-    }
-    let body = content.get("body").and_then(Value::as_str).unwrap_or("");
-    body.contains(user.as_str()) || display.is_some_and(|d| !d.is_empty() && body.contains(d))
 }
 
 fn receipt_event(receipts: &[crate::storage::ReceiptRow], viewer: &str) -> Value {

@@ -25,11 +25,17 @@ macro_rules! both_backends {
     };
 }
 
+mod accounts;
 mod bad_input;
 mod chat;
 mod crash;
+mod ephemeral;
 mod pagination;
+mod push;
 mod relations;
+mod room_versions;
+mod rooms;
+mod sliding_sync;
 mod support;
 mod sync;
 mod transactions;

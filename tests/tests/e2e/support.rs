@@ -6,7 +6,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail, ensure};
-use kairan_tests::{Api, enc};
+use kairan_tests::{Api, Response, enc};
 use matrix_sdk::{
     Client, RoomState,
     config::SyncSettings,
@@ -111,6 +111,35 @@ pub async fn sync_until_event(
     }
 }
 
+/// The `next_batch` of a `/sync` response.
+pub fn next_batch(sync: &Value) -> anyhow::Result<String> {
+    Ok(sync["next_batch"].as_str().with_context(|| format!("sync without next_batch: {sync}"))?.to_owned())
+}
+
+/// Raw-HTTP counterpart of [`sync_until`]: syncs from `since` (short long-polls), moving
+/// `since` on to each response's `next_batch`, until `found` returns `Some` for a response.
+pub async fn sync_raw_until<T>(
+    api: &Api,
+    since: &mut String,
+    what: &str,
+    mut found: impl FnMut(&Value) -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + SYNC_DEADLINE;
+    loop {
+        let response = api
+            .sync(Some(since), SYNC_POLL.as_millis() as u64)
+            .await
+            .with_context(|| format!("syncing while waiting for {what}"))?;
+        *since = next_batch(&response)?;
+        if let Some(value) = found(&response) {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("{what}: not seen in sync within {SYNC_DEADLINE:?}; last response {response}");
+        }
+    }
+}
+
 /// Pages through `/rooms/{roomId}/messages` in direction `dir` ("b" or "f"), starting
 /// without a `from` token (spec v1.3+: the end of the timeline for `b`, the start for `f`)
 /// and following `end` until the server omits it. Returns every event in the order served.
@@ -154,4 +183,37 @@ pub fn ensure_unique(events: &[Value]) -> anyhow::Result<()> {
         ensure!(seen.insert(id.clone()), "event {id} returned more than once");
     }
     Ok(())
+}
+
+/// `PUT /rooms/{roomId}/state/{eventType}/{stateKey}`.
+pub async fn put_state(
+    api: &Api,
+    room_id: &str,
+    event_type: &str,
+    state_key: &str,
+    content: &Value,
+) -> anyhow::Result<Response> {
+    let path = format!("/_matrix/client/v3/rooms/{}/state/{}/{}", enc(room_id), enc(event_type), enc(state_key));
+    api.put(&path, content).await
+}
+
+/// The event of `event_type`/`state_key` in a list of state events (a `GET /state` response).
+pub fn state_event(state: &Value, event_type: &str, state_key: &str) -> anyhow::Result<Value> {
+    state
+        .as_array()
+        .with_context(|| format!("not an array of state events: {state}"))?
+        .iter()
+        .find(|e| e["type"] == event_type && e["state_key"] == state_key)
+        .cloned()
+        .with_context(|| format!("no {event_type}/{state_key:?} in {state}"))
+}
+
+/// The timeline events of a joined room in a `/sync` response (none if the room is absent).
+pub fn sync_timeline(sync: &Value, room_id: &str) -> Vec<Value> {
+    sync["rooms"]["join"][room_id]["timeline"]["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// The ephemeral events of a joined room in a `/sync` response.
+pub fn sync_ephemeral(sync: &Value, room_id: &str) -> Vec<Value> {
+    sync["rooms"]["join"][room_id]["ephemeral"]["events"].as_array().cloned().unwrap_or_default()
 }

@@ -4,15 +4,14 @@ use axum::{Json, Router};
 use ruma::api::client::{
     account::{change_password, deactivate},
     device::{delete_device, delete_devices, get_device, get_devices, update_device},
-    uiaa::{AuthData, UserIdentifier},
 };
 use serde_json::{Value, json};
 
 use crate::{
-    accounts::{UiaStage, hash_password},
-    api::{Auth, Ruma, ruma_io::RouterExt},
+    accounts::hash_password,
+    api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
-    services::{AppState, Services},
+    services::AppState,
     storage::DeviceRow,
 };
 
@@ -26,35 +25,14 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma(delete_devices)
 }
 
-/// Requires the caller's password as a UIA stage.
-async fn require_password(state: &Services, auth: &Auth, data: Option<&AuthData>) -> Result<()> {
-    let stages = [UiaStage::Password];
-    match data {
-        Some(AuthData::Password(p)) => {
-            let claimed = match &p.identifier {
-                UserIdentifier::Matrix(id) => state.user_id_from(&id.user)?,
-                _ => return Err(Error::forbidden("only user identifiers are supported")),
-            };
-            if claimed != auth.user {
-                return Err(Error::forbidden("you can only authenticate as yourself"));
-            }
-            match state.check_password(&auth.user, &p.password).await {
-                Ok(()) => Ok(()),
-                Err(e) => Err(state.uia().challenge(p.session.as_deref(), &stages, Some(e))),
-            }
-        }
-        other => Err(state.uia().challenge(other.and_then(|d| d.session()), &stages, None)),
-    }
-}
-
 /// POST /_matrix/client/v3/account/password
 async fn change_password(state: AppState, req: Ruma<change_password::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    require_password(&state, auth, req.body.auth.as_ref()).await?;
+    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
     let hash = hash_password(req.body.new_password.clone()).await?;
     state.store.set_password_hash(auth.user.as_str(), Some(&hash)).await?;
     if req.body.logout_devices {
-        state.store.delete_other_tokens(auth.user.as_str(), &auth.device).await?;
+        state.remove_other_devices(&auth.user, &auth.device).await?;
     }
     Ok(Json(json!({})))
 }
@@ -62,7 +40,7 @@ async fn change_password(state: AppState, req: Ruma<change_password::v3::Request
 /// POST /_matrix/client/v3/account/deactivate
 async fn deactivate(state: AppState, req: Ruma<deactivate::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    require_password(&state, auth, req.body.auth.as_ref()).await?;
+    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
     state.deactivate_account(&auth.user).await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }
@@ -107,16 +85,16 @@ async fn update_device(state: AppState, req: Ruma<update_device::v3::Request>) -
 /// DELETE /_matrix/client/v3/devices/{deviceId}
 async fn delete_device(state: AppState, req: Ruma<delete_device::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    require_password(&state, auth, req.body.auth.as_ref()).await?;
-    state.store.delete_devices(auth.user.as_str(), Some(&[req.body.device_id.to_string()])).await?;
+    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
+    state.remove_devices(&auth.user, Some(&[req.body.device_id.to_string()])).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/delete_devices
 async fn delete_devices(state: AppState, req: Ruma<delete_devices::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    require_password(&state, auth, req.body.auth.as_ref()).await?;
+    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
-    state.store.delete_devices(auth.user.as_str(), Some(&ids)).await?;
+    state.remove_devices(&auth.user, Some(&ids)).await?;
     Ok(Json(json!({})))
 }

@@ -26,7 +26,10 @@ async fn put(state: &Services, user: &ruma::UserId, room: &str, kind: &str, raw:
         return Err(Error::bad_json("account data must be a JSON object"));
     }
     if matches!(kind, "m.fully_read" | "m.push_rules") {
-        return Err(Error::bad_json(format!("{kind} is set through its own endpoint")));
+        // The spec's status for server-managed types is 405.
+        let mut e = Error::bad_json(format!("{kind} is managed by the server; use its own endpoint"));
+        e.status = http::StatusCode::METHOD_NOT_ALLOWED;
+        return Err(e);
     }
     let pos = state.store.put_account_data(user.as_str(), room, kind, &v.to_string()).await?;
     state.notifier.advance(pos);

@@ -2,13 +2,18 @@
 
 mod account;
 mod account_data;
+mod backup;
 mod directory;
 mod events;
+mod keys;
+mod media;
 mod membership;
 mod profile;
+mod push;
 mod receipts;
 mod room_create;
 mod session;
+mod sliding_sync;
 mod state;
 mod sync;
 mod threads;
@@ -30,9 +35,14 @@ pub fn routes() -> Router<AppState> {
     let r = events::routes(r);
     let r = directory::routes(r);
     let r = sync::routes(r);
+    let r = sliding_sync::routes(r);
     let r = receipts::routes(r);
     let r = account_data::routes(r);
     let r = to_device::routes(r);
     let r = threads::routes(r);
+    let r = media::routes(r);
+    let r = push::routes(r);
+    let r = keys::routes(r);
+    let r = backup::routes(r);
     profile::routes(r)
 }

@@ -65,13 +65,13 @@ async fn login(state: AppState, req: Ruma<login::v3::Request>) -> Result<Json<Va
 /// POST /_matrix/client/v3/logout
 async fn logout(state: AppState, req: Ruma<logout::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    state.store.delete_devices(auth.user.as_str(), Some(std::slice::from_ref(&auth.device))).await?;
+    state.remove_devices(&auth.user, Some(std::slice::from_ref(&auth.device))).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/logout/all
 async fn logout_all(state: AppState, req: Ruma<logout_all::v3::Request>) -> Result<Json<Value>> {
-    state.store.delete_devices(req.user()?.as_str(), None).await?;
+    state.remove_devices(req.user()?, None).await?;
     Ok(Json(json!({})))
 }
 

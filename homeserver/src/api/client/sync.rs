@@ -44,12 +44,7 @@ async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Js
         }
         Some(_) => Filter::default(),
     };
-    {
-        let p = b.set_presence.as_str();
-        if p != "offline" {
-            state.store.set_presence(auth.user.as_str(), p, None, crate::services::now_ms()).await?;
-        }
-    }
+    state.note_presence(&auth.user, b.set_presence.as_str()).await?;
     let request = SyncRequest {
         user: &auth.user,
         device: &auth.device,
