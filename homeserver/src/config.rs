@@ -23,6 +23,16 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
     pub media: MediaConfig,
+    pub user_directory: UserDirectoryConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserDirectoryConfig {
+    /// Let users find every local account, not only people they share a room with or
+    /// who are in public rooms (Synapse's `search_all_users`). An organisation's staff
+    /// directory usually wants this on.
+    pub search_all_users: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +129,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
             media: MediaConfig::default(),
+            user_directory: UserDirectoryConfig::default(),
         }
     }
 }

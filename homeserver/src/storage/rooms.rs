@@ -116,6 +116,37 @@ impl Store {
         .await
     }
 
+    /// `(user_id, displayname, avatar_url)` of local accounts whose ID or display name
+    /// contains `term` (lower-case), among those `searcher` may find.
+    pub async fn search_users(
+        &self,
+        searcher: &str,
+        term: &str,
+        all_users: bool,
+        limit: i64,
+    ) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
+        let pattern = format!("%{}%", term.replace('\\', "").replace('%', "").replace('_', ""));
+        let rows = sqlx::query(
+            "SELECT u.user_id, u.displayname, u.avatar_url FROM users u WHERE u.deactivated = 0 \
+             AND (LOWER(u.user_id) LIKE $2 OR LOWER(COALESCE(u.displayname, '')) LIKE $2) \
+             AND ($3 = 1 OR u.user_id = $1 \
+                  OR EXISTS (SELECT 1 FROM current_state a JOIN current_state b ON a.room_id = b.room_id \
+                             WHERE a.event_type = 'm.room.member' AND a.state_key = $1 AND a.membership = 'join' \
+                             AND b.event_type = 'm.room.member' AND b.state_key = u.user_id AND b.membership = 'join') \
+                  OR EXISTS (SELECT 1 FROM current_state c JOIN rooms r ON r.room_id = c.room_id \
+                             WHERE r.is_public = 1 AND c.event_type = 'm.room.member' AND c.state_key = u.user_id \
+                             AND c.membership = 'join')) \
+             ORDER BY u.user_id LIMIT $4",
+        )
+        .bind(searcher)
+        .bind(pattern)
+        .bind(i64::from(all_users))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
     pub async fn forget_room(&self, user_id: &str, room_id: &str) -> sqlx::Result<()> {
         sqlx::query("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(user_id)

@@ -1,7 +1,10 @@
 //! Display names and avatars; a change is written into every joined room's member event.
 
 use axum::{Json, Router};
-use ruma::api::client::profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field};
+use ruma::api::client::{
+    profile::{delete_profile_field, get_profile, get_profile_field, set_profile_field},
+    user_directory::search_users,
+};
 use serde_json::{Value, json};
 
 use crate::{
@@ -12,7 +15,7 @@ use crate::{
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
-    r.ruma(profile).ruma(field).ruma(set_field).ruma(delete_field)
+    r.ruma(profile).ruma(field).ruma(set_field).ruma(delete_field).ruma(search)
 }
 
 async fn profile_json(state: &Services, user: &ruma::UserId) -> Result<Value> {
@@ -97,4 +100,20 @@ async fn delete_field(state: AppState, req: Ruma<delete_profile_field::v3::Reque
     }
     update(&state, user, req.body.field.as_ref(), None).await?;
     Ok(Json(json!({})))
+}
+
+/// POST /_matrix/client/v3/user_directory/search
+async fn search(state: AppState, req: Ruma<search_users::v3::Request>) -> Result<Json<Value>> {
+    let user = req.user()?;
+    let limit = u64::from(req.body.limit).clamp(1, 100) as i64;
+    let term = req.body.search_term.to_lowercase();
+    let all = state.config.user_directory.search_all_users;
+    let rows = state.store.search_users(user.as_str(), &term, all, limit + 1).await?;
+    let limited = rows.len() as i64 > limit;
+    let results: Vec<Value> = rows
+        .into_iter()
+        .take(limit as usize)
+        .map(|(id, name, avatar)| json!({ "user_id": id, "display_name": name, "avatar_url": avatar }))
+        .collect();
+    Ok(Json(json!({ "results": results, "limited": limited })))
 }
