@@ -31,6 +31,7 @@ mod chat;
 mod crash;
 mod ephemeral;
 mod pagination;
+mod profile;
 mod push;
 mod relations;
 mod room_versions;
