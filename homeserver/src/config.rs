@@ -173,7 +173,7 @@ impl MediaConfig {
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { default_version: "10".to_owned() }
+        Self { default_version: "12".to_owned() }
     }
 }
 
