@@ -28,18 +28,26 @@ impl fmt::Debug for Api {
     }
 }
 
-/// A response: the status, the body parsed as JSON (`Null` if it is not JSON) and the raw text.
+/// A response: the status, the body parsed as JSON (`Null` if it is not JSON), the body
+/// as (lossy UTF-8) text and as bytes, and the headers.
 #[derive(Clone, Debug)]
 pub struct Response {
     pub status: u16,
     pub body: Value,
     pub text: String,
+    pub bytes: Vec<u8>,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Response {
     /// The `errcode` of a Matrix error body.
     pub fn errcode(&self) -> Option<&str> {
         self.body.get("errcode").and_then(Value::as_str)
+    }
+
+    /// A response header as a string, if present and valid.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
     /// The body of a 200 response, or an error describing what came back instead.
@@ -102,9 +110,11 @@ impl Api {
         }
         let response = request.send().await.with_context(|| format!("{method} {path}"))?;
         let status = response.status().as_u16();
-        let text = response.text().await.with_context(|| format!("reading body of {method} {path}"))?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Response { status, body, text })
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.with_context(|| format!("reading body of {method} {path}"))?.to_vec();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Response { status, body, text, bytes, headers })
     }
 
     pub async fn get(&self, path: &str) -> anyhow::Result<Response> {
@@ -122,6 +132,16 @@ impl Api {
     /// `DELETE` with a JSON body (the device endpoints take their UIA `auth` in one).
     pub async fn delete(&self, path: &str, body: &Value) -> anyhow::Result<Response> {
         self.request(Method::DELETE, path, Some((serde_json::to_vec(body)?, "application/json"))).await
+    }
+
+    /// `POST /_matrix/media/v3/upload` of raw bytes with a declared `Content-Type` and an
+    /// optional `filename`.
+    pub async fn upload(&self, bytes: Vec<u8>, content_type: &str, filename: Option<&str>) -> anyhow::Result<Response> {
+        let mut path = "/_matrix/media/v3/upload".to_owned();
+        if let Some(name) = filename {
+            path.push_str(&format!("?filename={}", enc(name)));
+        }
+        self.request(Method::POST, &path, Some((bytes, content_type))).await
     }
 
     /// `POST /createRoom`; returns the room ID.

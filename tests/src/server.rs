@@ -45,6 +45,8 @@ pub struct ServerOptions {
     pub server_name: String,
     pub registration: Registration,
     pub rate_limits: bool,
+    /// `[media] max_upload_bytes`; `None` keeps the server's default.
+    pub max_upload_bytes: Option<u64>,
 }
 
 impl Default for ServerOptions {
@@ -54,6 +56,7 @@ impl Default for ServerOptions {
             server_name: "localhost".to_owned(),
             registration: Registration::Closed,
             rate_limits: false,
+            max_upload_bytes: None,
         }
     }
 }
@@ -76,6 +79,11 @@ impl ServerOptions {
 
     pub fn rate_limits(mut self, enabled: bool) -> Self {
         self.rate_limits = enabled;
+        self
+    }
+
+    pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
+        self.max_upload_bytes = Some(bytes);
         self
     }
 }
@@ -170,33 +178,65 @@ impl TestServer {
         self.dir.path()
     }
 
-    /// Creates an account with the admin CLI, which opens the same database as the running
-    /// server (`kairan-homeserver --config FILE create-user NAME --password-file FILE`).
-    pub async fn create_user(&self, name: &str, password: &str, admin: bool) -> anyhow::Result<()> {
-        let password_file = self.dir.path().join(format!("password-{name}"));
-        std::fs::write(&password_file, password)?;
-        let mut command = tokio::process::Command::new(&self.binary);
-        command
+    /// Runs the admin CLI on this server's config (`kairan-homeserver --config FILE ARGS…`),
+    /// which opens the same database as the running server. Returns its output whatever
+    /// the exit status.
+    pub async fn cli<I, S>(&self, args: I) -> anyhow::Result<std::process::Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        tokio::process::Command::new(&self.binary)
             .env_clear()
             .envs(server_env())
             .arg("--config")
             .arg(&self.config_path)
-            .arg("create-user")
-            .arg(name)
-            .arg("--password-file")
-            .arg(&password_file);
-        if admin {
-            command.arg("--admin");
-        }
-        let output = command.output().await.with_context(|| format!("running {}", self.binary.display()))?;
+            .args(args)
+            .output()
+            .await
+            .with_context(|| format!("running {}", self.binary.display()))
+    }
+
+    /// Like [`cli`](Self::cli), requiring exit status 0.
+    pub async fn cli_ok<I, S>(&self, args: I) -> anyhow::Result<std::process::Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let output = self.cli(&args).await?;
         if !output.status.success() {
             bail!(
-                "create-user {name} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+                "kairan-homeserver {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
                 output.status,
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             );
         }
+        Ok(output)
+    }
+
+    /// Creates an account with the admin CLI, which opens the same database as the running
+    /// server (`kairan-homeserver --config FILE create-user NAME --password-file FILE`).
+    pub async fn create_user(&self, name: &str, password: &str, admin: bool) -> anyhow::Result<()> {
+        let password_file = self.dir.path().join(format!("password-{name}"));
+        std::fs::write(&password_file, password)?;
+        let mut args = vec![
+            std::ffi::OsString::from("create-user"),
+            name.into(),
+            "--password-file".into(),
+            password_file.into_os_string(),
+        ];
+        if admin {
+            args.push("--admin".into());
+        }
+        self.cli_ok(args).await.with_context(|| format!("create-user {name}"))?;
+        Ok(())
+    }
+
+    /// Quarantines a media with the admin CLI (`quarantine-media mxc://SERVER/ID`).
+    pub async fn quarantine_media(&self, mxc_uri: &str) -> anyhow::Result<()> {
+        self.cli_ok(["quarantine-media", mxc_uri]).await.with_context(|| format!("quarantine-media {mxc_uri}"))?;
         Ok(())
     }
 
@@ -421,6 +461,11 @@ fn render_config(options: &ServerOptions, dir: &Path, port: u16, database: Optio
     line(String::new());
     line("[rate_limits]".into());
     line(format!("enabled = {}", options.rate_limits));
+    if let Some(max) = options.max_upload_bytes {
+        line(String::new());
+        line("[media]".into());
+        line(format!("max_upload_bytes = {max}"));
+    }
     config
 }
 
@@ -438,5 +483,8 @@ mod tests {
         assert!(config.contains("url = \"sqlite:///tmp/x/data/kairan.db\""), "{config}");
         assert!(config.contains("mode = \"token\"\ntokens = [\"secret-token\"]"), "{config}");
         assert!(config.contains("[rate_limits]\nenabled = true"), "{config}");
+        assert!(!config.contains("[media]"), "{config}");
+        let config = render_config(&options.max_upload_bytes(4096), Path::new("/tmp/x"), 4242, None);
+        assert!(config.contains("[media]\nmax_upload_bytes = 4096"), "{config}");
     }
 }

@@ -58,9 +58,16 @@ pub const DEFAULT_REFUSED_TYPES: &[&str] = &[
     detect::APPX,
 ];
 
-/// Accepted by default: common images, PDF and plain text.
+/// Accepted by default: common images, PDF, plain text, and bytes no check recognises.
+///
+/// The last is what an attachment in an end-to-end encrypted room looks like (the
+/// client uploads AES ciphertext, which no server can inspect): refusing it would make
+/// files and images unsendable in encrypted rooms. Recognised Office documents and
+/// programs are still refused, whatever they are declared or named. An administrator who
+/// prefers no unreadable uploads at all removes it and forbids encryption in the rooms
+/// concerned (docs/configuration.md, "Media policy").
 pub const DEFAULT_ALLOWED_TYPES: &[&str] =
-    &["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain"];
+    &["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain", detect::OCTET_STREAM];
 
 /// What may be uploaded. Replaceable at run time ([`MediaService::set_policy`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,7 +523,7 @@ mod tests {
         }
         assert!(!p.permits("application/zip"), "what is not allowed is refused");
         assert!(!p.permits("text/html"));
-        assert!(!p.permits(detect::OCTET_STREAM));
+        assert!(p.permits(detect::OCTET_STREAM), "ciphertext of encrypted attachments passes by default");
     }
 
     #[test]
