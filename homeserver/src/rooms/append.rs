@@ -62,6 +62,7 @@ impl Services {
         template: EventTemplate,
         txn: Option<Txn>,
     ) -> Result<Arc<Pdu>> {
+        self.check_event_policy(room_id, &template.kind).await?;
         let lock = self.rooms.lock(room_id);
         let _guard = lock.lock().await;
         if let Some(txn) = &txn
@@ -285,6 +286,7 @@ impl Services {
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
             txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
             push_actions,
+            search_text: search_text(&pdu.kind.to_string(), &content),
         };
         let (pos, _group) = self.store.persist_event(&new).await?;
         self.rooms.cache_pdu(pdu.clone());
@@ -314,4 +316,15 @@ impl Services {
         self.rooms.cache_pdu(pdu.clone());
         Ok(Some(pdu))
     }
+}
+
+/// What `/search` matches for an event: a message's body, a room's name or topic.
+fn search_text(kind: &str, content: &Value) -> Option<String> {
+    let field = match kind {
+        "m.room.message" => "body",
+        "m.room.name" => "name",
+        "m.room.topic" => "topic",
+        _ => return None,
+    };
+    content.get(field).and_then(Value::as_str).map(str::to_lowercase)
 }

@@ -78,6 +78,8 @@ pub struct NewEvent {
     pub txn: Option<(String, String, String)>,
     /// The notifications this event produces for local users.
     pub push_actions: Vec<super::PushAction>,
+    /// Lower-cased text that `/search` matches (a message body, a name or topic).
+    pub search_text: Option<String>,
 }
 
 /// Longest chain of deltas before a full snapshot is written.
@@ -151,7 +153,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
              origin_server_ts, pdu_json, state_group_before, state_group, replaces_state, rel_type, relates_to, \
-             txn_device, txn_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             txn_device, txn_id, search_text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(pos)
         .bind(&ev.event_id)
@@ -169,6 +172,7 @@ impl Store {
         .bind(&ev.relates_to)
         .bind(ev.txn.as_ref().map(|t| &t.1))
         .bind(ev.txn.as_ref().map(|t| &t.2))
+        .bind(&ev.search_text)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -360,6 +364,29 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    /// Events of the given rooms whose search text contains `term` (lower-case), newest
+    /// first, below `before`.
+    pub async fn search_events(
+        &self,
+        room_id: &str,
+        term: &str,
+        before: i64,
+        limit: i64,
+    ) -> sqlx::Result<Vec<EventRow>> {
+        let pattern = format!("%{}%", term.replace(['%', '_', '\\'], ""));
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE room_id = $1 AND search_text LIKE $2 AND redacted_by IS NULL \
+             AND stream_ordering < $3 ORDER BY stream_ordering DESC LIMIT $4"
+        )))
+        .bind(room_id)
+        .bind(pattern)
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_row).collect()
     }
 
     pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {

@@ -84,6 +84,11 @@ storage_tests!(
     e2ee_one_time_key_claims_are_exclusive,
     e2ee_cross_signing_and_device_list_stream,
     e2ee_room_key_backups,
+    admin_accounts_and_registration_tokens,
+    admin_room_and_server_policy,
+    admin_activity_and_figures,
+    admin_purge_keeps_state_and_the_latest_event,
+    admin_audit_is_append_only,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -111,6 +116,7 @@ fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str
         redacts: None,
         txn: None,
         push_actions: vec![],
+        search_text: None,
     }
 }
 
@@ -485,4 +491,248 @@ async fn media_metadata_and_quarantine(store: &Store) {
     assert!(!store.media("m1").await.unwrap().unwrap().quarantined);
     assert!(!store.set_media_quarantined("nope", true).await.unwrap());
     assert!(store.media("nope").await.unwrap().is_none());
+}
+
+fn admin_user<'a>(user_id: &'a str, department: Option<&'a str>, created_ts: i64) -> NewAdminUser<'a> {
+    NewAdminUser { user_id, password_hash: Some("hash"), is_admin: false, displayname: user_id, department, created_ts }
+}
+
+async fn admin_accounts_and_registration_tokens(store: &Store) {
+    assert!(store.admin_create_user(&admin_user("@alice:x", Some("総務課"), 10)).await.unwrap());
+    assert!(!store.admin_create_user(&admin_user("@alice:x", None, 11)).await.unwrap(), "a taken ID is refused");
+    for (u, d) in [("@bob:x", Some("人事課")), ("@carol:x", Some("総務課")), ("@dave_x:x", None)] {
+        store.admin_create_user(&admin_user(u, d, 20)).await.unwrap();
+    }
+    store.set_profile_field("@bob:x", Some(Some("Bob Tanaka")), None).await.unwrap();
+    let a = store.admin_user("@alice:x").await.unwrap().unwrap();
+    assert_eq!(
+        a,
+        AdminUserRow {
+            user_id: "@alice:x".into(),
+            displayname: Some("@alice:x".into()),
+            department: Some("総務課".into()),
+            is_admin: false,
+            deactivated: false,
+            has_password: true,
+            created_ts: 10,
+            deactivated_ts: None,
+        }
+    );
+    assert!(store.admin_user("@nobody:x").await.unwrap().is_none());
+
+    // Paging in user ID order, with the total.
+    let all = UserFilter::default();
+    let (page, total) = store.admin_users(&all, None, 2).await.unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(page.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(), ["@alice:x", "@bob:x"]);
+    let (page, _) = store.admin_users(&all, Some("@bob:x"), 10).await.unwrap();
+    assert_eq!(page.iter().map(|u| u.user_id.as_str()).collect::<Vec<_>>(), ["@carol:x", "@dave_x:x"]);
+    // Filters: search (ID or display name, case-insensitive, LIKE characters literal), department, flags.
+    let search = |s: &str| UserFilter { search: Some(s.into()), ..Default::default() };
+    assert_eq!(store.admin_users(&search("TANAKA"), None, 10).await.unwrap().1, 1);
+    assert_eq!(store.admin_users(&search("_x"), None, 10).await.unwrap().0[0].user_id, "@dave_x:x");
+    assert_eq!(store.admin_users(&search("%"), None, 10).await.unwrap().1, 0);
+    let dept = UserFilter { department: Some("総務課".into()), ..Default::default() };
+    assert_eq!(store.admin_users(&dept, None, 10).await.unwrap().1, 2);
+    assert!(store.set_user_admin("@carol:x", true).await.unwrap());
+    assert!(!store.set_user_admin("@nobody:x", true).await.unwrap());
+    let admins = UserFilter { admin: Some(true), ..Default::default() };
+    assert_eq!(store.admin_users(&admins, None, 10).await.unwrap().0[0].user_id, "@carol:x");
+    store.set_user_department("@dave_x:x", Some("財政課")).await.unwrap();
+    assert_eq!(store.admin_user("@dave_x:x").await.unwrap().unwrap().department.as_deref(), Some("財政課"));
+
+    // Deactivation time, and reactivation with a new password.
+    store.set_deactivated("@bob:x", true).await.unwrap();
+    store.set_password_hash("@bob:x", None).await.unwrap();
+    store.set_deactivated_ts("@bob:x", 500).await.unwrap();
+    let b = store.admin_user("@bob:x").await.unwrap().unwrap();
+    assert!(b.deactivated && !b.has_password && b.deactivated_ts == Some(500));
+    let gone = UserFilter { deactivated: Some(true), ..Default::default() };
+    assert_eq!(store.admin_users(&gone, None, 10).await.unwrap().1, 1);
+    assert!(store.reactivate_user("@bob:x", "new hash").await.unwrap());
+    let b = store.admin_user("@bob:x").await.unwrap().unwrap();
+    assert!(!b.deactivated && b.has_password && b.deactivated_ts.is_none());
+    store.create_session("@bob:x", "D1", None, "th1", 1).await.unwrap();
+    store.create_session("@bob:x", "D2", None, "th2", 1).await.unwrap();
+    assert_eq!(store.session_count("@bob:x").await.unwrap(), 2);
+
+    // Registration tokens.
+    assert!(store.create_registration_token("tok-a", Some(1), None).await.unwrap());
+    assert!(!store.create_registration_token("tok-a", None, None).await.unwrap());
+    assert!(store.create_registration_token("tok-b", None, Some(1_000)).await.unwrap());
+    let tokens = store.registration_tokens().await.unwrap();
+    assert_eq!(
+        tokens[0],
+        RegistrationTokenRow { token: "tok-a".into(), uses_allowed: Some(1), completed: 0, expiry_ts: None }
+    );
+    assert!(store.use_registration_token("tok-a", 10).await.unwrap());
+    assert_eq!(store.registration_tokens().await.unwrap()[0].completed, 1);
+    assert!(store.delete_registration_token("tok-b").await.unwrap());
+    assert!(!store.delete_registration_token("tok-b").await.unwrap());
+    assert!(!store.registration_token_valid("tok-b", 10).await.unwrap());
+}
+
+async fn admin_room_and_server_policy(store: &Store) {
+    store.create_room_row("!a:x", "12", "@alice:x", false, 1).await.unwrap();
+    store.create_room_row("!b:x", "10", "@bob:x", true, 2).await.unwrap();
+    assert!(store.room_policy("!a:x").await.unwrap().is_none());
+    let mut p = RoomPolicyRow {
+        room_id: "!a:x".into(),
+        official: true,
+        retention: Some("5y".into()),
+        on_expiry: Some("transfer".into()),
+        department: Some("総務課".into()),
+        encryption: Some("required".into()),
+        allowed_servers: Some("[\"x\"]".into()),
+        updated_ts: 5,
+        updated_by: "@admin:x".into(),
+    };
+    store.put_room_policy(&p).await.unwrap();
+    assert_eq!(store.room_policy("!a:x").await.unwrap().as_ref(), Some(&p));
+    p.official = false;
+    p.retention = None;
+    p.updated_ts = 6;
+    store.put_room_policy(&p).await.unwrap();
+    assert_eq!(store.room_policy("!a:x").await.unwrap().as_ref(), Some(&p), "a second write replaces the first");
+    p.official = true;
+    store.put_room_policy(&p).await.unwrap();
+
+    assert!(!store.is_room_blocked("!b:x").await.unwrap());
+    assert!(store.block_room("!b:x", "@admin:x", Some("spam"), 7).await.unwrap());
+    assert!(!store.block_room("!b:x", "@admin:x", None, 8).await.unwrap(), "blocking twice is a no-op");
+    assert!(store.is_room_blocked("!b:x").await.unwrap());
+
+    let (rooms, total) = store.admin_rooms(None, 10).await.unwrap();
+    assert_eq!(total, 2);
+    assert_eq!((rooms[0].room_id.as_str(), rooms[0].official, rooms[0].blocked), ("!a:x", true, false));
+    assert_eq!((rooms[1].room_id.as_str(), rooms[1].official, rooms[1].blocked), ("!b:x", false, true));
+    assert!(rooms[1].is_public && rooms[0].room_version == "12");
+    let (rooms, _) = store.admin_rooms(Some("!a:x"), 10).await.unwrap();
+    assert_eq!(rooms.len(), 1);
+
+    assert!(store.server_policies().await.unwrap().is_empty());
+    store.put_server_policy("media", "{\"max_upload_bytes\":1}", "@admin:x", 1).await.unwrap();
+    store.put_server_policy("federation_allowlist", "[]", "@admin:x", 1).await.unwrap();
+    store.put_server_policy("media", "{\"max_upload_bytes\":2}", "@admin:x", 2).await.unwrap();
+    assert_eq!(
+        store.server_policies().await.unwrap(),
+        [
+            ("federation_allowlist".to_owned(), "[]".to_owned()),
+            ("media".to_owned(), "{\"max_upload_bytes\":2}".to_owned())
+        ]
+    );
+}
+
+async fn admin_activity_and_figures(store: &Store) {
+    // Accounts: created at 100; bob deactivated at 250; carol created at 300.
+    store.admin_create_user(&admin_user("@alice:x", Some("総務課"), 100)).await.unwrap();
+    store.admin_create_user(&admin_user("@bob:x", Some("人事課"), 100)).await.unwrap();
+    store.admin_create_user(&admin_user("@carol:x", None, 300)).await.unwrap();
+    store.set_deactivated("@bob:x", true).await.unwrap();
+    store.set_deactivated_ts("@bob:x", 250).await.unwrap();
+    let ids = |v: Vec<(String, Option<String>)>| v.into_iter().map(|(u, _)| u).collect::<Vec<_>>();
+    let mut during = ids(store.accounts_during(200, 300).await.unwrap());
+    during.sort();
+    assert_eq!(during, ["@alice:x", "@bob:x"], "bob existed until 250, carol only from 300");
+    assert_eq!(ids(store.accounts_during(260, 400).await.unwrap()).len(), 2, "alice and carol");
+
+    // Sync activity: at most one row per user and day.
+    store.record_daily_activity("@alice:x", "2026-11-02").await.unwrap();
+    store.record_daily_activity("@alice:x", "2026-11-02").await.unwrap();
+    store.record_daily_activity("@alice:x", "2026-12-01").await.unwrap();
+    assert_eq!(store.last_active_day("@alice:x").await.unwrap().as_deref(), Some("2026-12-01"));
+    assert_eq!(store.last_active_day("@carol:x").await.unwrap(), None);
+
+    // Events: carol sends two messages and a state event at 1000+n; a remote user one.
+    let g = store.create_state_group("!r:x", &StateMap::new()).await.unwrap();
+    let mut prev: Option<String> = None;
+    for (n, sender, kind) in [
+        (1, "@carol:x", "m.room.message"),
+        (2, "@carol:x", "m.room.encrypted"),
+        (3, "@carol:x", "m.room.topic"),
+        (4, "@remote:y", "m.room.message"),
+    ] {
+        let mut e = event(n, "!r:x", prev.as_deref(), g, None);
+        e.sender = sender.into();
+        e.event_type = kind.into();
+        store.persist_event(&e).await.unwrap();
+        prev = Some(e.event_id);
+    }
+    let active = store.active_users("2026-11-01", "2026-12-01", 1000, 2000).await.unwrap();
+    assert_eq!(ids(active), ["@alice:x", "@carol:x"], "alice synced, carol sent; remote users are not accounts");
+    assert_eq!(ids(store.active_users("2026-11-01", "2026-12-01", 0, 1000).await.unwrap()), ["@alice:x"]);
+    assert!(store.active_users("2027-01-01", "2027-02-01", 0, 1000).await.unwrap().is_empty());
+    assert_eq!(store.message_counts(1000, 2000).await.unwrap(), [("!r:x".to_owned(), None, 2)]);
+    assert_eq!(store.message_counts(1000, 1002).await.unwrap(), [("!r:x".to_owned(), None, 1)]);
+}
+
+async fn admin_purge_keeps_state_and_the_latest_event(store: &Store) {
+    let g = store.create_state_group("!r:x", &StateMap::new()).await.unwrap();
+    let (_, g1) = store.persist_event(&event(1, "!r:x", None, g, Some(("m.room.create", "")))).await.unwrap();
+    let mut prev = "$e1".to_owned();
+    for n in 2..=6 {
+        let mut e = event(n, "!r:x", Some(&prev), g1, None);
+        e.txn = Some(("@a:x".into(), "D".into(), format!("t{n}")));
+        store.persist_event(&e).await.unwrap();
+        prev = e.event_id;
+    }
+    let other = store.create_state_group("!o:x", &StateMap::new()).await.unwrap();
+    let mut e = event(7, "!o:x", None, other, None);
+    e.origin_server_ts = 1;
+    store.persist_event(&e).await.unwrap();
+    // Before 1005: $e2..$e4 go; the create event (state) stays, as does everything after.
+    assert_eq!(store.purge_history("!r:x", 1005).await.unwrap(), 3);
+    for gone in ["$e2", "$e3", "$e4"] {
+        assert!(store.event(gone).await.unwrap().is_none(), "{gone}");
+    }
+    assert_eq!(store.transaction_event("@a:x", "D", "t3").await.unwrap(), None);
+    for kept in ["$e1", "$e5", "$e6", "$e7"] {
+        assert!(store.event(kept).await.unwrap().is_some(), "{kept}");
+    }
+    // The forward extremity survives even when it is older than the date.
+    assert_eq!(store.purge_history("!r:x", 10_000).await.unwrap(), 1);
+    assert!(store.event("$e6").await.unwrap().is_some(), "the latest event is where new events attach");
+    assert_eq!(store.forward_extremities("!r:x").await.unwrap(), ["$e6"]);
+}
+
+async fn admin_audit_is_append_only(store: &Store) {
+    let entry = |ts: i64, caller: Option<&str>, action: &str, target: Option<&str>, result: &str| AuditRow {
+        id: 0,
+        ts,
+        caller: caller.map(str::to_owned),
+        action: action.into(),
+        target: target.map(str::to_owned),
+        params: "{}".into(),
+        status: if result == "ok" { 200 } else { 403 },
+        result: result.into(),
+        detail: None,
+        client_ip: Some("127.0.0.1".into()),
+    };
+    let a = store.append_audit(&entry(100, Some("@admin:x"), "users.create", Some("@a:x"), "ok")).await.unwrap();
+    let b = store.append_audit(&entry(200, Some("@eve:x"), "users.list", None, "M_FORBIDDEN")).await.unwrap();
+    let c = store.append_audit(&entry(300, None, "whoami", None, "M_MISSING_TOKEN")).await.unwrap();
+    assert!(a < b && b < c, "IDs grow");
+    let all = store.audit_entries(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.id).collect::<Vec<_>>(), [c, b, a], "newest first");
+    assert_eq!(all[2], AuditRow { id: a, ..entry(100, Some("@admin:x"), "users.create", Some("@a:x"), "ok") });
+    let f = |since_ts, until_ts, caller: Option<&str>, target: Option<&str>, before_id| AuditFilter {
+        since_ts,
+        until_ts,
+        caller: caller.map(str::to_owned),
+        target: target.map(str::to_owned),
+        before_id,
+        limit: 10,
+    };
+    let ids = |v: Vec<AuditRow>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.audit_entries(&f(Some(150), Some(300), None, None, None)).await.unwrap()), [b]);
+    assert_eq!(ids(store.audit_entries(&f(None, None, Some("@eve:x"), None, None)).await.unwrap()), [b]);
+    assert_eq!(ids(store.audit_entries(&f(None, None, None, Some("@a:x"), None)).await.unwrap()), [a]);
+    assert_eq!(ids(store.audit_entries(&f(None, None, None, None, Some(c))).await.unwrap()), [b, a]);
+    let one = AuditFilter { limit: 1, ..Default::default() };
+    assert_eq!(ids(store.audit_entries(&one).await.unwrap()), [c]);
+
+    // The database itself refuses to change or remove entries.
+    assert!(sqlx::query("UPDATE admin_audit SET result = 'ok'").execute(&store.pool).await.is_err());
+    assert!(sqlx::query("DELETE FROM admin_audit").execute(&store.pool).await.is_err());
+    assert_eq!(store.audit_entries(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap().len(), 3);
 }

@@ -38,6 +38,7 @@ mod push;
 mod relations;
 mod room_versions;
 mod rooms;
+mod search;
 mod sliding_sync;
 mod support;
 mod sync;

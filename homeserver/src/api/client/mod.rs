@@ -12,6 +12,7 @@ mod profile;
 mod push;
 mod receipts;
 mod room_create;
+mod search;
 mod session;
 mod sliding_sync;
 mod state;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<AppState> {
     let r = threads::routes(r);
     let r = media::routes(r);
     let r = push::routes(r);
+    let r = search::routes(r);
     let r = keys::routes(r);
     let r = backup::routes(r);
     profile::routes(r)
