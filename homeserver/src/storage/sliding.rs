@@ -35,15 +35,18 @@ impl Store {
             .transpose()
     }
 
-    /// Stores a new snapshot of a connection and drops its others except `keep` (the one
-    /// the request was based on, which a client may still retry). Returns the new ID.
+    /// Stores a new snapshot of a connection. Drops the connection's snapshots older than
+    /// `based_on` (the one the request continued from: the client has moved past the older
+    /// ones, while it may still retry this one, and a concurrent request from it may still
+    /// answer), or all of them when the request started the connection afresh. Returns the
+    /// new ID, which is larger than any before it.
     #[allow(clippy::too_many_arguments)]
     pub async fn put_sliding_snapshot(
         &self,
         user_id: &str,
         device_id: &str,
         conn_id: &str,
-        keep: Option<i64>,
+        based_on: Option<i64>,
         rooms_json: &str,
         lists_json: &str,
         now_ms: i64,
@@ -52,12 +55,12 @@ impl Store {
         let id = Self::next_counter(&mut tx, "sliding_sync").await?;
         sqlx::query(
             "DELETE FROM sliding_sync_snapshots WHERE user_id = $1 AND device_id = $2 AND conn_id = $3 \
-             AND ($4 IS NULL OR id <> $4)",
+             AND ($4 IS NULL OR id < $4)",
         )
         .bind(user_id)
         .bind(device_id)
         .bind(conn_id)
-        .bind(keep)
+        .bind(based_on)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -86,17 +89,29 @@ impl Store {
         types: &[String],
         to: i64,
     ) -> sqlx::Result<Option<i64>> {
-        // Only placeholders are formatted into the statement; the types are bound.
-        let placeholders: Vec<String> = (0..types.len()).map(|i| format!("${}", i + 4)).collect();
-        let by_type =
-            if types.is_empty() { String::new() } else { format!("event_type IN ({}) OR ", placeholders.join(", ")) };
+        // Only placeholders are formatted into the statement; the values are bound.
+        let mut clauses = Vec::new();
+        let mut next = 3;
+        if member.is_some() {
+            clauses.push("(event_type = 'm.room.member' AND state_key = $3)".to_owned());
+            next += 1;
+        }
+        if !types.is_empty() {
+            let placeholders: Vec<String> = (next..next + types.len()).map(|i| format!("${i}")).collect();
+            clauses.push(format!("event_type IN ({})", placeholders.join(", ")));
+        }
+        if clauses.is_empty() {
+            return Ok(None);
+        }
         let sql = format!(
-            "SELECT stream_ordering FROM events WHERE room_id = $1 AND stream_ordering <= $2 \
-             AND ({by_type}(event_type = 'm.room.member' AND state_key = $3)) \
-             ORDER BY stream_ordering DESC LIMIT 1"
+            "SELECT stream_ordering FROM events WHERE room_id = $1 AND stream_ordering <= $2 AND ({}) \
+             ORDER BY stream_ordering DESC LIMIT 1",
+            clauses.join(" OR ")
         );
-        // Without a member, `$3` matches no state key (state keys of members are user IDs).
-        let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(room_id).bind(to).bind(member.unwrap_or("!"));
+        let mut query = sqlx::query_scalar(AssertSqlSafe(sql)).bind(room_id).bind(to);
+        if let Some(member) = member {
+            query = query.bind(member);
+        }
         for t in types {
             query = query.bind(t);
         }

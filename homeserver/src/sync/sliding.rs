@@ -246,13 +246,15 @@ impl Services {
         let snapshot = match base {
             Some(b) if !changed => b.snapshot,
             base => {
-                let keep = base.as_ref().map(|b| b.snapshot);
+                let based_on = base.as_ref().map(|b| b.snapshot);
                 let mut rooms = base.map(|b| b.rooms).unwrap_or_default();
                 rooms.extend(computed.sent);
+                // A departure is told once; a room the user comes back to is sent afresh.
+                rooms.retain(|_, sent| matches!(sent.membership.as_str(), "join" | "invite"));
                 let rooms_json = serde_json::to_string(&rooms).map_err(|e| Error::internal("snapshot", e))?;
                 let lists_json = serde_json::to_string(&computed.lists).map_err(|e| Error::internal("snapshot", e))?;
                 self.store
-                    .put_sliding_snapshot(user.as_str(), device, conn, keep, &rooms_json, &lists_json, now_ms())
+                    .put_sliding_snapshot(user.as_str(), device, conn, based_on, &rooms_json, &lists_json, now_ms())
                     .await?
             }
         };
@@ -287,8 +289,7 @@ impl Services {
 
         // Lists: filter, sort by bump stamp (newest first), cut the ranges out.
         let default_types: Vec<String> = DEFAULT_BUMP_EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect();
-        let uses_dm = req.lists.values().any(|l| l.filters.as_ref().is_some_and(|f| f.is_dm.is_some()));
-        let dm_rooms = if uses_dm { self.direct_rooms(user).await? } else { BTreeSet::new() };
+        let dm_rooms = self.direct_rooms(user).await?;
         let mut bumps: HashMap<(Vec<String>, bool, String), i64> = HashMap::new();
         let mut counts = BTreeMap::new();
         let mut wanted: BTreeMap<String, RoomConfig> = BTreeMap::new();

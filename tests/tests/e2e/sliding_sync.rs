@@ -248,6 +248,23 @@ async fn lists_scenario(backend: Backend) -> anyhow::Result<()> {
     let sixth = sliding_ok(&alice, &mut pos, &main).await?;
     ensure!(room_ids(&sixth).is_empty() && count(&sixth, "all_rooms") == Some(3), "after leaving: {sixth}");
 
+    // Opening room one, as Element X does: a subscription with more timeline and more state
+    // brings the room again in full; repeating or dropping the subscription brings nothing.
+    let mut subscribed = main.clone();
+    let mut state = room_list_required_state();
+    state.as_array_mut().context("array")?.push(json!(["m.room.pinned_events", ""]));
+    subscribed["room_subscriptions"] = json!({ one.clone(): { "required_state": state, "timeline_limit": 20 } });
+    let opened = sliding_ok(&alice, &mut pos, &subscribed).await?;
+    ensure!(room_ids(&opened) == set(&[&one]), "subscription: {opened}");
+    let r = &opened["rooms"][&one];
+    let all_of_one: Vec<String> = crate::support::ids(&crate::support::paginate(&alice, &one, "f", 100).await?);
+    ensure!(r["initial"] == true && timeline_ids(r) == all_of_one && r["limited"] == false, "{r}");
+    ensure!(state_keys(r).contains(&key("m.room.member", &bob_id)), "lazy member of the timeline: {r}");
+    let again = sliding_ok(&alice, &mut pos, &subscribed).await?;
+    ensure!(room_ids(&again).is_empty(), "the subscription again: {again}");
+    let closed = sliding_ok(&alice, &mut pos, &main).await?;
+    ensure!(room_ids(&closed).is_empty(), "after closing: {closed}");
+
     // Filters: only invites, only joined rooms.
     let mut only_invites = room_list_request("invites", json!([[0, 19]]));
     only_invites["lists"]["all_rooms"]["filters"] = json!({ "is_invite": true });

@@ -44,6 +44,7 @@ async fn sliding_sync(State(state): State<AppState>, req: Request) -> Response {
         if presence != "offline" {
             state.store.set_presence(auth.user.as_str(), presence, None, crate::services::now_ms()).await?;
         }
+        state.note_sync_activity(&auth.user).await;
         let timeout = req.body.timeout.unwrap_or_default().min(MAX_TIMEOUT);
         state.sliding_sync(&auth.user, &auth.device, &req.body, &bump_event_types, timeout).await
     }
