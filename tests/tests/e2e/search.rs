@@ -1,4 +1,4 @@
-//! Message search, the space hierarchy, and TURN discovery.
+//! Message search, the space hierarchy, TURN and sliding sync discovery.
 
 use anyhow::{Context as _, ensure};
 use kairan_tests::{PASSWORD, ServerOptions, TestServer, enc};
@@ -51,6 +51,10 @@ async fn search_spaces_and_turn() -> anyhow::Result<()> {
     ensure!(rooms[0]["room_id"] == space.as_str() && rooms[0]["room_type"] == "m.space", "space first: {tree}");
     ensure!(rooms[0]["children_state"][0]["state_key"] == child.as_str(), "child listed: {tree}");
     ensure!(rooms[1]["room_id"] == child.as_str() && rooms[1]["name"] == "Mayors", "child room: {tree}");
+
+    // Element X uses sliding sync only when the server advertises it.
+    let versions = alice.get("/_matrix/client/versions").await?.ok()?;
+    ensure!(versions["unstable_features"]["org.matrix.simplified_msc3575"] == true, "versions: {versions}");
 
     let turn = alice.get("/_matrix/client/v3/voip/turnServer").await?;
     ensure!(turn.status == 200, "turnServer: {} {}", turn.status, turn.text);
