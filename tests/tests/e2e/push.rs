@@ -100,6 +100,48 @@ async fn counts_follow_push_rules() -> anyhow::Result<()> {
         .ok()?;
     ensure!(counts(&alice, &room).await? == (0, 0), "after a read receipt: {:?}", counts(&alice, &room).await?);
 
+    // Per-thread counts, when the client asks for them: a reply in a thread counts under
+    // the thread's root, not the main timeline.
+    let root = send(&bob, &room, "t0", json!({ "msgtype": "m.text", "body": "thread root" })).await?;
+    send(
+        &bob,
+        &room,
+        "t1",
+        json!({ "msgtype": "m.text", "body": "in thread", "m.relates_to": { "rel_type": "m.thread", "event_id": root } }),
+    )
+    .await?;
+    let filter = json!({ "room": { "timeline": { "unread_thread_notifications": true } } }).to_string();
+    let sync = alice.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={}", enc(&filter))).await?.ok()?;
+    let joined = &sync["rooms"]["join"][&room];
+    ensure!(joined["unread_notifications"]["notification_count"] == 1, "main timeline count: {joined}");
+    ensure!(
+        joined["unread_thread_notifications"][&root]["notification_count"] == 1,
+        "thread count under its root: {joined}"
+    );
+    ensure!(counts(&alice, &room).await? == (2, 0), "without the filter, threads add to the room's count");
+    // A threaded receipt on the reply reads the thread only.
+    let reply_id = joined["timeline"]["events"]
+        .as_array()
+        .and_then(|evs| evs.iter().rev().find(|e| e["content"]["body"] == "in thread"))
+        .and_then(|e| e["event_id"].as_str())
+        .context("thread reply not in the timeline")?
+        .to_owned();
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&reply_id)),
+            &json!({ "thread_id": root }),
+        )
+        .await?
+        .ok()?;
+    let sync = alice.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={}", enc(&filter))).await?.ok()?;
+    let joined = &sync["rooms"]["join"][&room];
+    ensure!(joined["unread_notifications"]["notification_count"] == 1, "main still unread: {joined}");
+    ensure!(
+        joined["unread_thread_notifications"].get(&root).is_none()
+            || joined["unread_thread_notifications"][&root]["notification_count"] == 0,
+        "thread read: {joined}"
+    );
+
     // Server-default rules cannot be deleted; unknown rules are 404.
     let r = alice
         .request(reqwest::Method::DELETE, "/_matrix/client/v3/pushrules/global/override/.m.rule.master", None)
