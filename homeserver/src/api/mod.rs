@@ -1,6 +1,9 @@
-//! HTTP: the Client-Server API router, the request extractor and the response type.
+//! HTTP: the Client-Server, Server-Server (key) and admin routers, the request extractor
+//! and the response type.
 
+pub mod admin;
 pub mod client;
+pub mod federation;
 mod ruma_io;
 
 use axum::{Router, response::IntoResponse};
@@ -12,6 +15,8 @@ use crate::{error::Error, services::AppState};
 /// The whole HTTP application of the client listener.
 pub fn router(state: AppState) -> Router {
     client::routes()
+        .merge(federation::routes())
+        .merge(admin::routes(state.clone()))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CorsLayer::permissive())

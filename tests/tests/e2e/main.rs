@@ -26,11 +26,13 @@ macro_rules! both_backends {
 }
 
 mod accounts;
+mod admin;
 mod bad_input;
 mod chat;
 mod crash;
 mod encryption;
 mod ephemeral;
+mod federation_keys;
 mod media;
 mod pagination;
 mod profile;
