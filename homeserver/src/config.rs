@@ -24,6 +24,32 @@ pub struct Config {
     pub rooms: RoomsConfig,
     pub media: MediaConfig,
     pub user_directory: UserDirectoryConfig,
+    pub admin: AdminConfig,
+}
+
+/// The administration API (`/_kairan/admin/v1`) and the `kairan-admin` CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The records bridge's account, invited to every room marked official
+    /// (`@archive:server`). Empty: no one is invited.
+    pub archive_user: String,
+    /// The time zone of the admin API's dates and months (figures, audit, purge), as an
+    /// offset from UTC: `"+09:00"` (Japan), `"+00:00"`.
+    pub utc_offset: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { archive_user: String::new(), utc_offset: "+09:00".to_owned() }
+    }
+}
+
+impl AdminConfig {
+    /// The UTC offset in seconds; the configuration was validated at load.
+    pub fn utc_offset_seconds(&self) -> i64 {
+        crate::admin::time::parse_utc_offset(&self.utc_offset).unwrap_or(0)
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -130,6 +156,7 @@ impl Default for Config {
             rooms: RoomsConfig::default(),
             media: MediaConfig::default(),
             user_directory: UserDirectoryConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -223,6 +250,18 @@ impl Config {
             )));
         }
         crate::media::MediaPolicy::from_config(&self.media).map_err(ConfigError)?;
+        if crate::admin::time::parse_utc_offset(&self.admin.utc_offset).is_none() {
+            return Err(ConfigError(format!(
+                "admin.utc_offset {:?} is not an offset from UTC such as \"+09:00\"",
+                self.admin.utc_offset
+            )));
+        }
+        if !self.admin.archive_user.is_empty() && ruma::UserId::parse(&self.admin.archive_user).is_err() {
+            return Err(ConfigError(format!(
+                "admin.archive_user {:?} is not a user ID such as \"@archive:{}\"",
+                self.admin.archive_user, self.server_name
+            )));
+        }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty() {
             tracing::warn!("registration.mode is \"token\" but registration.tokens is empty");
         }
@@ -342,6 +381,27 @@ mod tests {
         assert_eq!(example.media.refused_types, default.refused_types);
         assert_eq!(example.media.allowed_types, default.allowed_types);
         assert_eq!(example.media.store_dir, default.store_dir);
+    }
+
+    #[test]
+    fn admin_options() {
+        let d = Config::load(None, []).unwrap();
+        assert_eq!(d.admin.archive_user, "");
+        assert_eq!(d.admin.utc_offset_seconds(), 9 * 3600);
+        let env = [
+            ("KAIRAN_ADMIN__ARCHIVE_USER".to_owned(), "@archive:pref.example".to_owned()),
+            ("KAIRAN_ADMIN__UTC_OFFSET".to_owned(), "-03:30".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.admin.archive_user, "@archive:pref.example");
+        assert_eq!(c.admin.utc_offset_seconds(), -(3 * 3600 + 30 * 60));
+        let bad = [("KAIRAN_ADMIN__UTC_OFFSET".to_owned(), "JST".to_owned())];
+        assert!(Config::load(None, bad).unwrap_err().to_string().contains("admin.utc_offset"));
+        let bad = [("KAIRAN_ADMIN__ARCHIVE_USER".to_owned(), "archive".to_owned())];
+        assert!(Config::load(None, bad).unwrap_err().to_string().contains("admin.archive_user"));
+        // The CLI's own variable is not an option of the server's.
+        let other = [("KAIRAN_ADMIN_CONFIG".to_owned(), "/tmp/x.toml".to_owned())];
+        assert_eq!(Config::load(None, other).unwrap().admin.archive_user, "");
     }
 
     #[test]

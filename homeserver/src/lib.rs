@@ -4,6 +4,7 @@
 //! [`accounts`]) → [`storage`] (SQL). See `docs/architecture.md` for a walk-through.
 
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod e2ee;

@@ -27,6 +27,8 @@ pub struct Services {
     pub http: reqwest::Client,
     /// When each user's presence was last written from a sync: `(state, at)`.
     pub presence_seen: std::sync::Mutex<std::collections::HashMap<ruma::OwnedUserId, (String, std::time::Instant)>>,
+    /// Administration: run-time server policy and the activity cache (admin/).
+    pub admin: crate::admin::AdminState,
 }
 
 /// The axum application state.
@@ -38,7 +40,7 @@ impl Services {
         let keys = ServerKeys::load_or_create(&config.data_dir)?;
         let store = Store::open(&config.database_url(), config.database.max_connections).await?;
         let pos = store.current_stream_pos().await?;
-        Ok(Arc::new(Self {
+        let services = Arc::new(Self {
             limiter: RateLimiter::new(&config.rate_limits),
             media: crate::media::MediaService::new(&config, store.clone())?,
             config,
@@ -51,7 +53,10 @@ impl Services {
             push: Default::default(),
             http: reqwest::Client::new(),
             presence_seen: Default::default(),
-        }))
+            admin: Default::default(),
+        });
+        services.load_admin_policy().await?;
+        Ok(services)
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

@@ -15,7 +15,7 @@ mod pg;
 mod server;
 
 pub use api::{Api, Response, assert_matrix_error, assert_matrix_error_in, assert_sdk_error, assert_sdk_error_in, enc};
-pub use server::{Backend, Registration, ServerOptions, TestServer};
+pub use server::{Backend, Registration, ServerOptions, TestServer, admin_binary};
 
 /// The password every test user gets unless a test chooses another one.
 pub const PASSWORD: &str = "correct horse battery staple";

@@ -47,6 +47,8 @@ pub struct ServerOptions {
     pub rate_limits: bool,
     /// `[media] max_upload_bytes`; `None` keeps the server's default.
     pub max_upload_bytes: Option<u64>,
+    /// `[admin] archive_user`; `None` leaves it empty (no archive account).
+    pub archive_user: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -57,6 +59,7 @@ impl Default for ServerOptions {
             registration: Registration::Closed,
             rate_limits: false,
             max_upload_bytes: None,
+            archive_user: None,
         }
     }
 }
@@ -84,6 +87,12 @@ impl ServerOptions {
 
     pub fn max_upload_bytes(mut self, bytes: u64) -> Self {
         self.max_upload_bytes = Some(bytes);
+        self
+    }
+
+    /// The records bridge's account, invited to rooms marked official (`@archive:server`).
+    pub fn archive_user(mut self, user_id: impl Into<String>) -> Self {
+        self.archive_user = Some(user_id.into());
         self
     }
 }
@@ -411,6 +420,21 @@ fn homeserver_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The admin CLI binary: `KAIRAN_ADMIN_BIN`, or `kairan-admin` beside the homeserver
+/// binary (`target/debug/kairan-admin`); the test command builds every workspace binary.
+pub fn admin_binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("KAIRAN_ADMIN_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().context("test executable has no parent directory")?;
+    let path = deps.join("..").join(format!("kairan-admin{}", std::env::consts::EXE_SUFFIX));
+    if !path.exists() {
+        bail!("{} not found: build it first (cargo build -p kairan-admin) or set KAIRAN_ADMIN_BIN", path.display());
+    }
+    Ok(path)
+}
+
 /// The environment of server processes: the test's own, less every `KAIRAN_*` variable.
 /// The server reads `KAIRAN_*` as configuration overrides and rejects unknown ones, and the
 /// harness's own knobs (`KAIRAN_HOMESERVER_BIN`, `KAIRAN_TEST_PG_URL`, ...) share the prefix;
@@ -465,6 +489,11 @@ fn render_config(options: &ServerOptions, dir: &Path, port: u16, database: Optio
         line(String::new());
         line("[media]".into());
         line(format!("max_upload_bytes = {max}"));
+    }
+    if let Some(archive) = &options.archive_user {
+        line(String::new());
+        line("[admin]".into());
+        line(format!("archive_user = {}", toml_string(archive)));
     }
     config
 }

@@ -193,6 +193,7 @@ impl Services {
     /// Deactivates an account: its sessions end at once, and it leaves every room.
     pub async fn deactivate_account(&self, user_id: &UserId) -> Result<()> {
         self.store.set_deactivated(user_id.as_str(), true).await?;
+        self.store.set_deactivated_ts(user_id.as_str(), now_ms()).await?;
         self.remove_devices(user_id, None).await?;
         self.store.set_password_hash(user_id.as_str(), None).await?;
         for membership in ["join", "invite"] {

@@ -42,6 +42,7 @@ impl Services {
         if self.store.membership(room_id.as_str(), user.as_str()).await?.as_deref() == Some("join") {
             return Ok(());
         }
+        self.check_room_not_blocked(room_id).await?;
         let mut content = self.member_content(user, "join").await?;
         if let Some(r) = reason {
             content["reason"] = r.into();

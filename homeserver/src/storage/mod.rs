@@ -6,6 +6,7 @@
 //! knows HTTP or Matrix rules: services decide, storage remembers.
 
 mod account;
+mod admin;
 mod events;
 mod keys;
 pub mod media;
@@ -26,6 +27,10 @@ use sqlx::{
 };
 
 pub use self::{
+    admin::{
+        AdminRoomRow, AdminUserRow, AuditFilter, AuditRow, NewAdminUser, RegistrationTokenRow, RoomPolicyRow,
+        UserFilter,
+    },
     events::{EventRow, NewEvent, StateDelta, StateMap},
     push::{NotificationRow, PushAction},
     streams::{ReceiptRow, ToDeviceRow},

@@ -97,7 +97,7 @@ async fn available(state: AppState, req: Ruma<get_username_availability::v3::Req
 /// `m.login.registration_token`.
 async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<Json<Value>> {
     let body = req.body;
-    if state.config.registration.mode == RegistrationMode::Closed {
+    if state.registration_mode() == RegistrationMode::Closed {
         return Err(Error::forbidden("registration is closed; ask an administrator for an account"));
     }
     if body.kind == register::RegistrationKind::Guest {
@@ -153,7 +153,7 @@ async fn token_validity(
     state: AppState,
     req: Ruma<check_registration_token_validity::v1::Request>,
 ) -> Result<Json<Value>> {
-    if state.config.registration.mode == RegistrationMode::Closed {
+    if state.registration_mode() == RegistrationMode::Closed {
         return Err(Error::forbidden("registration is closed"));
     }
     Ok(Json(json!({ "valid": state.registration_token_valid(&req.body.token).await? })))

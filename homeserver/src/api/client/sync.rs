@@ -45,6 +45,7 @@ async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Js
         Some(_) => Filter::default(),
     };
     state.note_presence(&auth.user, b.set_presence.as_str()).await?;
+    state.note_sync_activity(&auth.user).await;
     let request = SyncRequest {
         user: &auth.user,
         device: &auth.device,

@@ -1,0 +1,704 @@
+//! Rooms as administrators manage them: listing, inspection, shutting down, purging
+//! history, and the room policy (official record, retention, encryption, servers).
+//!
+//! The policy is kept server-side (`room_policies`) and published into the room as the
+//! state event `jp.kairan.room.policy` (state key ""), with the server ACL as
+//! `m.room.server_acl` and required encryption as `m.room.encryption`.
+//!
+//! Who sends those events: events in a room need a member with the power for them, so
+//! the server picks, in this order, (1) the calling administrator, if joined with enough
+//! power; (2) another server administrator of this server who is, likewise; (3) else the
+//! calling administrator is brought in by the room's most powerful local member (the
+//! "steward"): invited if the room is not public, joined, and raised to power level 100
+//! (or the steward's own level, if lower but enough); (4) else the change is refused
+//! with `M_FORBIDDEN`, nothing having been sent.
+
+use std::collections::BTreeSet;
+
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::{ROOM_POLICY_EVENT, time};
+use crate::{
+    error::{Error, Result},
+    rooms::{ClientEventOptions, EventTemplate, MembershipAction, version_rules},
+    services::{Services, now_ms},
+    storage::{AdminRoomRow, RoomPolicyRow},
+};
+
+/// The retention classes of official records (公文書の保存期間).
+pub const RETENTION_CLASSES: [&str; 7] = ["under1y", "1y", "3y", "5y", "10y", "30y", "permanent"];
+/// What happens to an official record when its retention ends: transfer to the archives
+/// (移管) or disposal (廃棄).
+pub const ON_EXPIRY: [&str; 2] = ["transfer", "dispose"];
+
+/// A change of a room's policy; absent fields keep their value.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomPolicyUpdate {
+    pub official: Option<bool>,
+    pub retention: Option<String>,
+    pub on_expiry: Option<String>,
+    /// The owning department; `""` clears it.
+    pub department: Option<String>,
+    /// `required`, `forbidden` or `none`.
+    pub encryption: Option<String>,
+    /// Servers allowed in the room (`m.room.server_acl` allow list; `*` wildcards).
+    /// This server is always added.
+    pub allowed_servers: Option<Vec<String>>,
+}
+
+/// A room policy as the API shows it and the state event carries it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomPolicy {
+    pub official: bool,
+    pub retention: Option<String>,
+    pub on_expiry: Option<String>,
+    pub department: Option<String>,
+    pub encryption: Option<String>,
+    pub allowed_servers: Option<Vec<String>>,
+}
+
+impl RoomPolicy {
+    fn from_row(r: &RoomPolicyRow) -> Self {
+        Self {
+            official: r.official,
+            retention: r.retention.clone(),
+            on_expiry: r.on_expiry.clone(),
+            department: r.department.clone(),
+            encryption: r.encryption.clone(),
+            allowed_servers: r.allowed_servers.as_deref().and_then(|s| serde_json::from_str(s).ok()),
+        }
+    }
+
+    /// The content of the `jp.kairan.room.policy` state event.
+    pub fn event_content(&self) -> Value {
+        let mut c = json!({ "official": self.official });
+        let mut put = |k: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                c[k] = v.clone().into();
+            }
+        };
+        put("retention", &self.retention);
+        put("on_expiry", &self.on_expiry);
+        put("department", &self.department);
+        put("encryption", &self.encryption);
+        if let Some(s) = &self.allowed_servers {
+            c["allowed_servers"] = json!(s);
+        }
+        c
+    }
+}
+
+/// What a policy change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyOutcome {
+    pub room_id: OwnedRoomId,
+    pub policy: RoomPolicy,
+    /// The events sent into the room, by type.
+    pub events: Vec<(String, String)>,
+    /// The local account that sent them.
+    pub sender: Option<OwnedUserId>,
+    /// Whether the archive account was invited now.
+    pub archive_invited: bool,
+}
+
+/// What a shutdown did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShutdownOutcome {
+    pub room_id: OwnedRoomId,
+    pub evacuated: Vec<String>,
+    pub failed: Vec<Value>,
+    pub blocked: bool,
+}
+
+/// The power levels of a room, as the authorisation rules read them.
+struct Power {
+    content: Value,
+    has_event: bool,
+    /// Room v12 creators (unlimited power); empty in earlier versions.
+    privileged_creators: Vec<String>,
+    /// The create event's sender (the creator before v12).
+    creator: String,
+}
+
+fn level(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+impl Power {
+    fn user(&self, user: &str) -> i64 {
+        if self.privileged_creators.iter().any(|c| c == user) {
+            return i64::MAX;
+        }
+        if !self.has_event {
+            return if user == self.creator { 100 } else { 0 };
+        }
+        level(&self.content["users"][user]).or_else(|| level(&self.content["users_default"])).unwrap_or(0)
+    }
+
+    fn state(&self, event_type: &str) -> i64 {
+        if !self.has_event {
+            return 0;
+        }
+        level(&self.content["events"][event_type]).or_else(|| level(&self.content["state_default"])).unwrap_or(50)
+    }
+
+    fn invite(&self) -> i64 {
+        if !self.has_event { 0 } else { level(&self.content["invite"]).unwrap_or(0) }
+    }
+}
+
+fn validate_policy(p: &RoomPolicy, server_name: &str) -> Result<RoomPolicy> {
+    let mut p = p.clone();
+    if let Some(r) = &p.retention
+        && !RETENTION_CLASSES.contains(&r.as_str())
+    {
+        return Err(Error::invalid_param(format!(
+            "retention {r:?} is not a retention class; use one of {}",
+            RETENTION_CLASSES.join(", ")
+        )));
+    }
+    if let Some(e) = &p.on_expiry
+        && !ON_EXPIRY.contains(&e.as_str())
+    {
+        return Err(Error::invalid_param(format!(
+            "on_expiry {e:?} must be transfer (移管, to the archives) or dispose (廃棄)"
+        )));
+    }
+    if let Some(e) = &p.encryption
+        && e != "required"
+        && e != "forbidden"
+    {
+        return Err(Error::invalid_param(format!("encryption {e:?} must be required, forbidden or none")));
+    }
+    if p.official {
+        if p.retention.is_none() {
+            return Err(Error::missing_param("an official room needs a retention class (retention)"));
+        }
+        if p.on_expiry.is_none() && p.retention.as_deref() != Some("permanent") {
+            return Err(Error::missing_param("an official room needs what happens on expiry (on_expiry)"));
+        }
+        if p.department.is_none() {
+            return Err(Error::missing_param("an official room needs its owning department (department)"));
+        }
+        if p.retention.as_deref() == Some("permanent") {
+            p.on_expiry = None;
+        }
+    } else {
+        p.retention = None;
+        p.on_expiry = None;
+    }
+    if let Some(servers) = &mut p.allowed_servers {
+        for s in servers.iter() {
+            let ok = !s.is_empty()
+                && s.len() <= 255
+                && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:*?[]".contains(&b));
+            if !ok {
+                return Err(Error::invalid_param(format!("{s:?} is not a server name or pattern")));
+            }
+        }
+        let own = server_name.to_ascii_lowercase();
+        if !servers.iter().any(|s| acl_matches(s, &own)) {
+            servers.insert(0, own);
+        }
+        let mut seen = BTreeSet::new();
+        servers.retain(|s| seen.insert(s.clone()));
+    }
+    Ok(p)
+}
+
+/// The server ACL glob (`*`, `?`) match.
+fn acl_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
+
+impl Services {
+    /// A room named by ID or alias, which this server must know.
+    pub async fn admin_target_room(&self, room: &str) -> Result<OwnedRoomId> {
+        let room_id = self.resolve_room(room.trim()).await?;
+        if self.store.room_version(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("no room {room_id} on this server")));
+        }
+        Ok(room_id)
+    }
+
+    /// The content of a current state event.
+    pub async fn state_content(&self, room_id: &RoomId, event_type: &str, state_key: &str) -> Result<Option<Value>> {
+        let Some(id) = self.store.current_state_event(room_id.as_str(), event_type, state_key).await? else {
+            return Ok(None);
+        };
+        Ok(self.pdu(&id).await?.map(|p| p.content_value()))
+    }
+
+    pub(crate) async fn room_name(&self, room_id: &str) -> Result<Option<String>> {
+        let Ok(room_id) = OwnedRoomId::try_from(room_id) else { return Ok(None) };
+        Ok(self
+            .state_content(&room_id, "m.room.name", "")
+            .await?
+            .and_then(|c| c["name"].as_str().map(str::to_owned))
+            .filter(|n| !n.is_empty()))
+    }
+
+    /// A page of rooms (after the room ID `from`), or every room matching `search` in its
+    /// ID, name or aliases. Returns the rooms, the total, and the cursor of the next page.
+    pub async fn admin_list_rooms(
+        &self,
+        from: Option<&str>,
+        limit: i64,
+        search: Option<&str>,
+    ) -> Result<(Vec<Value>, i64, Option<String>)> {
+        let mut out = Vec::new();
+        let mut after = from.map(str::to_owned);
+        let needle = search.map(str::to_lowercase).filter(|s| !s.is_empty());
+        let mut total;
+        loop {
+            let (rows, all) =
+                self.store.admin_rooms(after.as_deref(), if needle.is_some() { 500 } else { limit }).await?;
+            total = all;
+            let done = rows.len() < if needle.is_some() { 500 } else { limit as usize };
+            after = rows.last().map(|r| r.room_id.clone());
+            for row in rows {
+                let name = self.room_name(&row.room_id).await?;
+                let aliases = self.store.room_aliases(&row.room_id).await?;
+                if let Some(n) = &needle {
+                    let hit = row.room_id.to_lowercase().contains(n)
+                        || name.as_deref().is_some_and(|x| x.to_lowercase().contains(n))
+                        || aliases.iter().any(|a| a.to_lowercase().contains(n));
+                    if !hit {
+                        continue;
+                    }
+                }
+                out.push(room_json(&row, name, aliases));
+                if out.len() as i64 >= limit {
+                    break;
+                }
+            }
+            if needle.is_none() || done || out.len() as i64 >= limit {
+                break;
+            }
+        }
+        if needle.is_some() {
+            total = out.len() as i64;
+        }
+        let next = if out.len() as i64 >= limit {
+            out.last().and_then(|r| r["room_id"].as_str()).map(str::to_owned)
+        } else {
+            None
+        };
+        Ok((out, total, next))
+    }
+
+    /// Everything about a room: summary, current state, members, servers, policy.
+    pub async fn admin_room_details(&self, caller: &UserId, room_id: &RoomId) -> Result<Value> {
+        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+        let state = self.store.current_state(room_id.as_str()).await?;
+        let opts = ClientEventOptions { viewer: caller, device_id: None, bundle_relations: false };
+        let events = self.client_state_events(state.values(), opts).await?;
+        let members = self.store.members(room_id.as_str()).await?;
+        let mut servers = BTreeSet::new();
+        let mut member_list = Vec::new();
+        for (user, membership, _) in &members {
+            if membership == "join"
+                && let Some((_, server)) = user.split_once(':')
+            {
+                servers.insert(server.to_owned());
+            }
+            member_list.push(json!({ "user_id": user, "membership": membership }));
+        }
+        let joined = members.iter().filter(|m| m.1 == "join").count();
+        let policy = self.store.room_policy(room_id.as_str()).await?;
+        let published = self.state_content(room_id, ROOM_POLICY_EVENT, "").await?;
+        let creator = match self.store.current_state_event(room_id.as_str(), "m.room.create", "").await? {
+            Some(id) => self.pdu(&id).await?.map(|p| p.sender.to_string()),
+            None => None,
+        };
+        Ok(json!({
+            "room_id": room_id,
+            "room_version": version,
+            "creator": creator,
+            "name": self.room_name(room_id.as_str()).await?,
+            "topic": self.state_content(room_id, "m.room.topic", "").await?.and_then(|c| c["topic"].as_str().map(str::to_owned)),
+            "canonical_alias": self.state_content(room_id, "m.room.canonical_alias", "").await?.and_then(|c| c["alias"].as_str().map(str::to_owned)),
+            "aliases": self.store.room_aliases(room_id.as_str()).await?,
+            "public": self.store.is_room_public(room_id.as_str()).await?,
+            "encrypted": state.contains_key(&("m.room.encryption".to_owned(), String::new())),
+            "joined_members": joined,
+            "members": member_list,
+            "servers": servers,
+            "blocked": self.store.is_room_blocked(room_id.as_str()).await?,
+            "policy": policy.as_ref().map(|p| policy_json(p, self.config.admin.utc_offset_seconds())),
+            "published_policy": published,
+            "state": events,
+        }))
+    }
+
+    /// The policy of a room: stored and published.
+    pub async fn admin_room_policy(&self, room_id: &RoomId) -> Result<Value> {
+        let policy = self.store.room_policy(room_id.as_str()).await?;
+        let published = self.state_content(room_id, ROOM_POLICY_EVENT, "").await?;
+        let offset = self.config.admin.utc_offset_seconds();
+        Ok(json!({
+            "room_id": room_id,
+            "policy": policy.as_ref().map(|p| policy_json(p, offset)),
+            "published": published,
+            "server_acl": self.state_content(room_id, "m.room.server_acl", "").await?,
+            "encrypted": self.state_content(room_id, "m.room.encryption", "").await?.is_some(),
+            "blocked": self.store.is_room_blocked(room_id.as_str()).await?,
+        }))
+    }
+
+    /// Changes a room's policy, publishes it into the room, and invites the archive
+    /// account to official rooms.
+    pub async fn admin_set_room_policy(
+        &self,
+        caller: &UserId,
+        room_id: &RoomId,
+        update: RoomPolicyUpdate,
+    ) -> Result<PolicyOutcome> {
+        let current =
+            self.store.room_policy(room_id.as_str()).await?.map(|r| RoomPolicy::from_row(&r)).unwrap_or_default();
+        let mut next = current.clone();
+        if let Some(o) = update.official {
+            next.official = o;
+        }
+        if let Some(r) = update.retention {
+            next.retention = Some(r.trim().to_lowercase()).filter(|r| !r.is_empty());
+        }
+        if let Some(e) = update.on_expiry {
+            next.on_expiry = Some(e.trim().to_lowercase()).filter(|e| !e.is_empty());
+        }
+        if let Some(d) = update.department {
+            next.department = Some(d.trim().to_owned()).filter(|d| !d.is_empty());
+        }
+        if let Some(e) = update.encryption {
+            let e = e.trim().to_lowercase();
+            next.encryption = (e != "none" && !e.is_empty()).then_some(e);
+        }
+        if let Some(s) = update.allowed_servers {
+            next.allowed_servers = Some(s.into_iter().map(|s| s.trim().to_ascii_lowercase()).collect());
+        }
+        let next = validate_policy(&next, self.server_name().as_str())?;
+
+        // What the room needs to show the policy.
+        let encrypted = self.state_content(room_id, "m.room.encryption", "").await?.is_some();
+        if next.encryption.as_deref() == Some("forbidden") && encrypted {
+            return Err(Error::bad_state(
+                "the room is already encrypted, and encryption cannot be turned off in a Matrix room",
+            ));
+        }
+        let mut events: Vec<EventTemplate> = Vec::new();
+        if let Some(servers) = &next.allowed_servers {
+            let acl = json!({ "allow": servers, "deny": [], "allow_ip_literals": false });
+            if self.state_content(room_id, "m.room.server_acl", "").await?.as_ref() != Some(&acl) {
+                events.push(EventTemplate::state("m.room.server_acl", "", acl));
+            }
+        }
+        if next.encryption.as_deref() == Some("required") && !encrypted {
+            events.push(EventTemplate::state("m.room.encryption", "", json!({ "algorithm": "m.megolm.v1.aes-sha2" })));
+        }
+        let content = next.event_content();
+        if self.state_content(room_id, ROOM_POLICY_EVENT, "").await?.as_ref() != Some(&content) {
+            events.push(EventTemplate::state(ROOM_POLICY_EVENT, "", content));
+        }
+        let archive = match self.config.admin.archive_user.as_str() {
+            "" => None,
+            a => Some(OwnedUserId::try_from(a).map_err(|e| Error::internal("admin.archive_user", e))?),
+        };
+        let invite_archive = match (&archive, next.official) {
+            (Some(a), true) => {
+                if self.is_local(a) && self.store.user(a.as_str()).await?.is_none() {
+                    return Err(Error::not_found(format!(
+                        "the archive account {a} (admin.archive_user) does not exist; create it first"
+                    )));
+                }
+                match self.store.membership(room_id.as_str(), a.as_str()).await?.as_deref() {
+                    Some("join" | "invite") => None,
+                    Some("ban") => {
+                        return Err(Error::forbidden(format!(
+                            "the archive account {a} is banned from the room; unban it first"
+                        )));
+                    }
+                    _ => Some(a.clone()),
+                }
+            }
+            _ => None,
+        };
+
+        let mut outcome = PolicyOutcome {
+            room_id: room_id.to_owned(),
+            policy: next.clone(),
+            events: Vec::new(),
+            sender: None,
+            archive_invited: false,
+        };
+        if !events.is_empty() || invite_archive.is_some() {
+            let power = self.room_power(room_id).await?;
+            let mut needed = events.iter().map(|t| power.state(&t.kind)).max().unwrap_or(0);
+            if invite_archive.is_some() {
+                needed = needed.max(power.invite());
+            }
+            let sender = self.policy_sender(caller, room_id, needed).await?;
+            for template in events {
+                let kind = template.kind.clone();
+                let pdu = self.append_event(room_id, &sender, template, None).await?;
+                outcome.events.push((kind, pdu.event_id.to_string()));
+            }
+            if let Some(a) = &invite_archive {
+                self.change_membership(room_id, &sender, a, MembershipAction::Invite, None, false).await?;
+                outcome.archive_invited = true;
+            }
+            outcome.sender = Some(sender);
+        }
+        self.store
+            .put_room_policy(&RoomPolicyRow {
+                room_id: room_id.to_string(),
+                official: next.official,
+                retention: next.retention.clone(),
+                on_expiry: next.on_expiry.clone(),
+                department: next.department.clone(),
+                encryption: next.encryption.clone(),
+                allowed_servers: next.allowed_servers.as_ref().map(|s| json!(s).to_string()),
+                updated_ts: now_ms(),
+                updated_by: caller.to_string(),
+            })
+            .await?;
+        tracing::info!(%room_id, by = %caller, official = next.official, "room policy changed");
+        Ok(outcome)
+    }
+
+    async fn room_power(&self, room_id: &RoomId) -> Result<Power> {
+        let content = self.state_content(room_id, "m.room.power_levels", "").await?;
+        let create_id = self
+            .store
+            .current_state_event(room_id.as_str(), "m.room.create", "")
+            .await?
+            .ok_or_else(|| Error::internal("room without create event", room_id))?;
+        let create = self.pdu(&create_id).await?.ok_or_else(|| Error::internal("create event", &create_id))?;
+        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+        let v12 = version_rules(&version).is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
+        let mut privileged = Vec::new();
+        if v12 {
+            privileged.push(create.sender.to_string());
+            for c in create.content_value()["additional_creators"].as_array().into_iter().flatten() {
+                if let Some(c) = c.as_str() {
+                    privileged.push(c.to_owned());
+                }
+            }
+        }
+        Ok(Power {
+            has_event: content.is_some(),
+            content: content.unwrap_or(Value::Null),
+            privileged_creators: privileged,
+            creator: create.sender.to_string(),
+        })
+    }
+
+    /// The local account that sends policy events needing power `needed` (see the module
+    /// documentation for the rule).
+    async fn policy_sender(&self, caller: &UserId, room_id: &RoomId, needed: i64) -> Result<OwnedUserId> {
+        let power = self.room_power(room_id).await?;
+        let members = self.store.members(room_id.as_str()).await?;
+        let joined_local: Vec<OwnedUserId> = members
+            .iter()
+            .filter(|(_, m, _)| m == "join")
+            .filter_map(|(u, _, _)| OwnedUserId::try_from(u.as_str()).ok())
+            .filter(|u| self.is_local(u))
+            .collect();
+        let caller_joined = joined_local.iter().any(|u| u == caller);
+        if caller_joined && power.user(caller.as_str()) >= needed {
+            return Ok(caller.to_owned());
+        }
+        for u in &joined_local {
+            if power.user(u.as_str()) >= needed && self.store.user(u.as_str()).await?.is_some_and(|r| r.is_admin) {
+                return Ok(u.clone());
+            }
+        }
+        // Bring the caller in through the steward.
+        let caller_level = power.user(caller.as_str());
+        let pl_needed = power.state("m.room.power_levels");
+        let steward = joined_local
+            .iter()
+            .filter(|u| *u != caller)
+            .max_by_key(|u| power.user(u.as_str()))
+            .filter(|u| {
+                let l = power.user(u.as_str());
+                l >= pl_needed && l > caller_level && l >= needed
+            })
+            .cloned()
+            .ok_or_else(|| {
+                Error::forbidden(format!(
+                    "no local member of {room_id} has the power to publish the policy (level {needed} needed) \
+                     or to give it to you; ask a room administrator to raise your power level"
+                ))
+            })?;
+        let steward_level = power.user(steward.as_str());
+        let new_level = steward_level.min(100.max(needed));
+        if !caller_joined {
+            let public =
+                self.state_content(room_id, "m.room.join_rules", "").await?.is_some_and(|c| c["join_rule"] == "public");
+            let invited = self.store.membership(room_id.as_str(), caller.as_str()).await?.as_deref() == Some("invite");
+            if !public && !invited {
+                if steward_level < power.invite() {
+                    return Err(Error::forbidden(format!("no local member of {room_id} can invite you")));
+                }
+                self.change_membership(room_id, &steward, caller, MembershipAction::Invite, None, false).await?;
+            }
+            self.join_room(room_id, caller, Some("joined by the server to apply the room policy".into())).await?;
+        }
+        let mut content = match power.has_event {
+            true => power.content.clone(),
+            false if power.privileged_creators.is_empty() => json!({ "users": { steward.as_str(): 100 } }),
+            false => json!({ "users": {} }),
+        };
+        if !content["users"].is_object() {
+            content["users"] = json!({});
+        }
+        content["users"][caller.as_str()] = new_level.into();
+        self.append_event(room_id, &steward, EventTemplate::state("m.room.power_levels", "", content), None).await?;
+        tracing::info!(%room_id, %caller, %steward, new_level, "administrator given power to apply the room policy");
+        Ok(caller.to_owned())
+    }
+
+    /// Shuts a room down: every local member leaves (evacuate) and joins are refused
+    /// from now on (block); a blocked room also leaves the public directory.
+    pub async fn admin_shutdown_room(
+        &self,
+        caller: &UserId,
+        room_id: &RoomId,
+        evacuate: bool,
+        block: bool,
+        reason: Option<String>,
+    ) -> Result<ShutdownOutcome> {
+        let mut outcome =
+            ShutdownOutcome { room_id: room_id.to_owned(), evacuated: Vec::new(), failed: Vec::new(), blocked: false };
+        if block {
+            self.store.block_room(room_id.as_str(), caller.as_str(), reason.as_deref(), now_ms()).await?;
+            self.store.set_room_public(room_id.as_str(), false).await?;
+            outcome.blocked = true;
+        }
+        if evacuate {
+            let reason = reason.clone().unwrap_or_else(|| "the room was shut down by an administrator".to_owned());
+            for (user, membership, _) in self.store.members(room_id.as_str()).await? {
+                if !matches!(membership.as_str(), "join" | "invite" | "knock") {
+                    continue;
+                }
+                let Ok(user_id) = OwnedUserId::try_from(user.as_str()) else { continue };
+                if !self.is_local(&user_id) {
+                    continue;
+                }
+                match self
+                    .change_membership(
+                        room_id,
+                        &user_id,
+                        &user_id,
+                        MembershipAction::Leave,
+                        Some(reason.clone()),
+                        false,
+                    )
+                    .await
+                {
+                    Ok(()) => outcome.evacuated.push(user),
+                    Err(e) => outcome.failed.push(json!({ "user_id": user, "errcode": e.errcode, "error": e.message })),
+                }
+            }
+        }
+        tracing::warn!(%room_id, by = %caller, evacuate, block, "room shut down");
+        Ok(outcome)
+    }
+
+    /// Deletes the message history of a room before an instant, unless it is official.
+    pub async fn admin_purge_history(&self, room_id: &RoomId, before_ts: i64) -> Result<u64> {
+        if let Some(p) = self.store.room_policy(room_id.as_str()).await?
+            && p.official
+        {
+            return Err(Error::forbidden(format!(
+                "{room_id} is an official record (retention {}); its history cannot be purged",
+                p.retention.as_deref().unwrap_or("?")
+            )));
+        }
+        if before_ts > now_ms() {
+            return Err(Error::invalid_param("the purge date is in the future"));
+        }
+        let n = self.store.purge_history(room_id.as_str(), before_ts).await?;
+        tracing::warn!(%room_id, before_ts, deleted = n, "room history purged");
+        Ok(n)
+    }
+}
+
+fn room_json(row: &AdminRoomRow, name: Option<String>, aliases: Vec<String>) -> Value {
+    json!({
+        "room_id": row.room_id,
+        "name": name,
+        "aliases": aliases,
+        "room_version": row.room_version,
+        "creator": row.creator,
+        "public": row.is_public,
+        "created_ts": row.created_ts,
+        "joined_members": row.joined_members,
+        "official": row.official,
+        "blocked": row.blocked,
+    })
+}
+
+fn policy_json(p: &RoomPolicyRow, offset: i64) -> Value {
+    let mut v = serde_json::to_value(RoomPolicy::from_row(p)).unwrap_or_default();
+    v["updated_ts"] = p.updated_ts.into();
+    v["updated"] = time::format_ms(p.updated_ts, offset).into();
+    v["updated_by"] = p.updated_by.clone().into();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acl_globs() {
+        assert!(acl_matches("*", "a.example"));
+        assert!(acl_matches("*.example", "city.example"));
+        assert!(!acl_matches("*.example", "example.org"));
+        assert!(acl_matches("pref.examp?e", "pref.example"));
+        assert!(acl_matches("Pref.Example", "pref.example"));
+    }
+
+    #[test]
+    fn policies_are_validated() {
+        let official = RoomPolicy {
+            official: true,
+            retention: Some("5y".into()),
+            on_expiry: Some("transfer".into()),
+            department: Some("総務課".into()),
+            encryption: None,
+            allowed_servers: Some(vec!["city.example".into()]),
+        };
+        let p = validate_policy(&official, "pref.example").unwrap();
+        assert_eq!(p.allowed_servers.unwrap(), ["pref.example", "city.example"], "own server added");
+        let mut no_dept = official.clone();
+        no_dept.department = None;
+        assert_eq!(validate_policy(&no_dept, "x").unwrap_err().errcode, "M_MISSING_PARAM");
+        let mut bad = official.clone();
+        bad.retention = Some("7y".into());
+        assert!(validate_policy(&bad, "x").unwrap_err().message.contains("under1y"));
+        let mut permanent = official.clone();
+        permanent.retention = Some("permanent".into());
+        permanent.on_expiry = None;
+        assert!(validate_policy(&permanent, "x").is_ok());
+        let not_official = RoomPolicy { official: false, ..official.clone() };
+        let p = validate_policy(&not_official, "x").unwrap();
+        assert_eq!((p.retention, p.on_expiry), (None, None));
+        let mut wild = official;
+        wild.allowed_servers = Some(vec!["*".into()]);
+        assert_eq!(validate_policy(&wild, "pref.example").unwrap().allowed_servers.unwrap(), ["*"]);
+    }
+}

@@ -1,0 +1,1 @@
+//! The kairan-admin CLI against a real server.
