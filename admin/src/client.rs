@@ -33,8 +33,7 @@ pub fn enc(segment: &str) -> String {
 
 /// A query string from the pairs that have a value.
 pub fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> =
-        pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v)))).collect();
+    let parts: Vec<String> = pairs.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", enc(v)))).collect();
     if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
 }
 
@@ -92,7 +91,9 @@ impl Client {
         } else {
             e.to_string()
         };
-        let hint = if self.base.starts_with("https://") && (why.contains("corrupt message") || why.contains("InvalidContentType")) {
+        let hint = if self.base.starts_with("https://")
+            && (why.contains("corrupt message") || why.contains("InvalidContentType"))
+        {
             "; the server may speak plain HTTP: try an http:// URL"
         } else {
             ""
@@ -100,7 +101,10 @@ impl Client {
         let why = format!("{why}{hint}");
         CliError::new(
             exit::UNREACHABLE,
-            format!("cannot reach the server at {} ({why}); check the URL and that kairan-homeserver is running", self.base),
+            format!(
+                "cannot reach the server at {} ({why}); check the URL and that kairan-homeserver is running",
+                self.base
+            ),
         )
     }
 
@@ -108,8 +112,9 @@ impl Client {
     pub async fn call(&self, method: Method, path: &str, body: Option<Body>) -> Result<Value> {
         let (status, text) = self.send(method, path, body).await?;
         if status.is_success() {
-            return serde_json::from_str(&text)
-                .map_err(|_| CliError::failed(format!("the server at {} answered something that is not JSON", self.base)));
+            return serde_json::from_str(&text).map_err(|_| {
+                CliError::failed(format!("the server at {} answered something that is not JSON", self.base))
+            });
         }
         Err(api_error(status, &text, &self.base))
     }
@@ -179,10 +184,9 @@ fn api_error(status: StatusCode, text: &str, base: &str) -> CliError {
         format!("HTTP {status} from {base}{}", if errcode.is_empty() { " (is this a kairan server?)" } else { "" })
     });
     match (status.as_u16(), errcode) {
-        (401, _) => CliError::new(
-            exit::DENIED,
-            format!("{error}: your login is no longer valid; run kairan-admin login again"),
-        ),
+        (401, _) => {
+            CliError::new(exit::DENIED, format!("{error}: your login is no longer valid; run kairan-admin login again"))
+        }
         (403, "M_FORBIDDEN") if error.contains("not a server administrator") => {
             CliError::new(exit::DENIED, format!("{error}; ask a server administrator to grant you the right"))
         }
@@ -215,9 +219,14 @@ mod tests {
 
     #[test]
     fn errors() {
-        let e = api_error(StatusCode::FORBIDDEN, r#"{"errcode":"M_FORBIDDEN","error":"@b:x is not a server administrator"}"#, "u");
+        let e = api_error(
+            StatusCode::FORBIDDEN,
+            r#"{"errcode":"M_FORBIDDEN","error":"@b:x is not a server administrator"}"#,
+            "u",
+        );
         assert_eq!(e.code, exit::DENIED);
-        let e = api_error(StatusCode::NOT_FOUND, r#"{"errcode":"M_NOT_FOUND","error":"no user @z:x on this server"}"#, "u");
+        let e =
+            api_error(StatusCode::NOT_FOUND, r#"{"errcode":"M_NOT_FOUND","error":"no user @z:x on this server"}"#, "u");
         assert_eq!((e.code, e.message.as_str()), (exit::NOT_FOUND, "no user @z:x on this server"));
         let e = api_error(StatusCode::BAD_REQUEST, r#"{"errcode":"M_INVALID_PARAM","error":"bad"}"#, "u");
         assert_eq!((e.code, e.message.as_str()), (exit::FAILED, "bad (M_INVALID_PARAM)"));

@@ -83,7 +83,12 @@ async fn login(server: &str, user: &str, password_file: Option<&Path>, json: boo
         let _ = client.logout().await;
         return Err(e);
     }
-    let path = config::save(&Login { server: client.base().to_owned(), user_id: user_id.clone(), device_id, access_token: token })?;
+    let path = config::save(&Login {
+        server: client.base().to_owned(),
+        user_id: user_id.clone(),
+        device_id,
+        access_token: token,
+    })?;
     if json {
         print_json(&json!({ "server": client.base(), "user_id": user_id, "config": path }));
     } else {
@@ -273,7 +278,8 @@ async fn users(client: &Client, command: UsersCommand, json: bool) -> Result<()>
             Ok(())
         }
         UsersCommand::SetDepartment { user, department } => {
-            let v = client.put(&format!("{}/department", user_path(&user)), json!({ "department": department })).await?;
+            let v =
+                client.put(&format!("{}/department", user_path(&user)), json!({ "department": department })).await?;
             if json {
                 print_json(&v);
             } else {
@@ -289,7 +295,12 @@ async fn users(client: &Client, command: UsersCommand, json: bool) -> Result<()>
             }
             let mut t = Table::new(&["DEVICE", "NAME", "LAST SEEN", "IP"]);
             for d in v["devices"].as_array().into_iter().flatten() {
-                t.row(vec![cell(&d["device_id"]), cell(&d["display_name"]), cell(&d["last_seen"]), cell(&d["last_seen_ip"])]);
+                t.row(vec![
+                    cell(&d["device_id"]),
+                    cell(&d["display_name"]),
+                    cell(&d["last_seen"]),
+                    cell(&d["last_seen_ip"]),
+                ]);
             }
             print!("{}", t.render());
             Ok(())
@@ -315,8 +326,10 @@ struct Row {
 async fn import(client: &Client, file: &Path, passwords_out: Option<&Path>, batch: usize, json: bool) -> Result<()> {
     let name = file.display().to_string();
     let text = std::fs::read(file).map_err(|e| CliError::usage(format!("cannot read {name}: {e}")))?;
-    let text = String::from_utf8(text).map_err(|_| CliError::usage(format!("{name} is not UTF-8 text; save it as UTF-8 CSV")))?;
-    let mut records = csv::parse(&text).map_err(|(line, e)| CliError::usage(format!("{name} line {line}: {e}; nothing was imported")))?;
+    let text = String::from_utf8(text)
+        .map_err(|_| CliError::usage(format!("{name} is not UTF-8 text; save it as UTF-8 CSV")))?;
+    let mut records = csv::parse(&text)
+        .map_err(|(line, e)| CliError::usage(format!("{name} line {line}: {e}; nothing was imported")))?;
     if records.first().is_some_and(csv::is_header) {
         records.remove(0);
     }
@@ -331,14 +344,19 @@ async fn import(client: &Client, file: &Path, passwords_out: Option<&Path>, batc
         let n = r.fields.len();
         let user = r.fields.first().map(|u| u.trim().to_owned()).unwrap_or_default();
         if !(3..=4).contains(&n) {
-            failed.push((r.line, user, format!("expected 3 columns (user ID, display name, department) or 4 (with a password), found {n}")));
+            failed.push((
+                r.line,
+                user,
+                format!("expected 3 columns (user ID, display name, department) or 4 (with a password), found {n}"),
+            ));
             continue;
         }
         if user.is_empty() {
             failed.push((r.line, user, "the user ID is empty".into()));
             continue;
         }
-        let mut body = json!({ "line": r.line, "user_id": user, "displayname": r.fields[1], "department": r.fields[2] });
+        let mut body =
+            json!({ "line": r.line, "user_id": user, "displayname": r.fields[1], "department": r.fields[2] });
         if let Some(p) = r.fields.get(3).filter(|p| !p.is_empty()) {
             body["password"] = p.clone().into();
         }
@@ -349,7 +367,8 @@ async fn import(client: &Client, file: &Path, passwords_out: Option<&Path>, batc
     eprintln!("importing {total} rows from {name}");
     for chunk in rows.chunks(batch) {
         let body = json!({ "users": chunk.iter().map(|r| r.body.clone()).collect::<Vec<_>>() });
-        let answer = client.call(reqwest::Method::POST, &format!("{PREFIX}/users/import"), Some(Body::Json(body))).await;
+        let answer =
+            client.call(reqwest::Method::POST, &format!("{PREFIX}/users/import"), Some(Body::Json(body))).await;
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
@@ -492,7 +511,8 @@ async fn rooms(client: &Client, command: RoomsCommand, json: bool) -> Result<()>
             let mut from = from;
             let mut rooms = Vec::new();
             let (total, next) = loop {
-                let q = query(&[("limit", Some(limit.to_string())), ("from", from.clone()), ("search", search.clone())]);
+                let q =
+                    query(&[("limit", Some(limit.to_string())), ("from", from.clone()), ("search", search.clone())]);
                 let page = client.get(&format!("/rooms{q}")).await?;
                 rooms.extend(page["rooms"].as_array().cloned().unwrap_or_default());
                 let next = page["next"].as_str().map(str::to_owned);
@@ -583,7 +603,12 @@ async fn rooms(client: &Client, command: RoomsCommand, json: bool) -> Result<()>
             if json {
                 print_json(&v);
             } else {
-                println!("deleted {} events of {} before {}", cell(&v["deleted_events"]), cell(&v["room_id"]), cell(&v["before"]));
+                println!(
+                    "deleted {} events of {} before {}",
+                    cell(&v["deleted_events"]),
+                    cell(&v["room_id"]),
+                    cell(&v["before"])
+                );
             }
             Ok(())
         }
@@ -733,7 +758,9 @@ async fn server_policy(client: &Client, command: ServerPolicyCommand, json: bool
                 body.insert("refused_types".into(), json!(refuse));
             }
             if body.is_empty() {
-                return Err(CliError::usage("nothing to change: give --max-upload, --allow, --refuse or --refuse-none"));
+                return Err(CliError::usage(
+                    "nothing to change: give --max-upload, --allow, --refuse or --refuse-none",
+                ));
             }
             client.put("/policy/media", Value::Object(body)).await?
         }
@@ -753,7 +780,11 @@ async fn server_policy(client: &Client, command: ServerPolicyCommand, json: bool
         ),
         (
             "federation",
-            if v["federation_enforced"] == true { "enforced".into() } else { "not built yet (the list is stored)".into() },
+            if v["federation_enforced"] == true {
+                "enforced".into()
+            } else {
+                "not built yet (the list is stored)".into()
+            },
         ),
         ("registration", cell(&v["registration_mode"])),
         ("media max upload", format!("{} bytes", cell(&v["media"]["max_upload_bytes"]))),
@@ -769,7 +800,11 @@ fn check_month(month: &str) -> Result<()> {
         && month.as_bytes()[4] == b'-'
         && month[..4].bytes().chain(month[5..].bytes()).all(|b| b.is_ascii_digit())
         && matches!(month[5..].parse::<u32>(), Ok(1..=12));
-    if ok { Ok(()) } else { Err(CliError::usage(format!("{month:?} is not a month; write it as YYYY-MM, e.g. 2026-11"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::usage(format!("{month:?} is not a month; write it as YYYY-MM, e.g. 2026-11")))
+    }
 }
 
 async fn figures(client: &Client, month: &str, csv_out: bool, json: bool) -> Result<()> {
@@ -834,9 +869,10 @@ async fn audit(client: &Client, a: AuditArgs, json: bool) -> Result<()> {
         ("limit", Some(a.limit.to_string())),
         ("from", a.from.map(|f| f.to_string())),
     ]);
-    let v = client.get(&format!("/audit{q}")).await.map_err(|e| {
-        if e.message.contains("is not a date") { CliError::usage(e.message) } else { e }
-    })?;
+    let v = client
+        .get(&format!("/audit{q}"))
+        .await
+        .map_err(|e| if e.message.contains("is not a date") { CliError::usage(e.message) } else { e })?;
     if json {
         print_json(&v);
         return Ok(());

@@ -125,7 +125,7 @@ impl Store {
         all_users: bool,
         limit: i64,
     ) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
-        let pattern = format!("%{}%", term.replace('\\', "").replace('%', "").replace('_', ""));
+        let pattern = format!("%{}%", term.replace(['\\', '%', '_'], ""));
         let rows = sqlx::query(
             "SELECT u.user_id, u.displayname, u.avatar_url FROM users u WHERE u.deactivated = 0 \
              AND (LOWER(u.user_id) LIKE $2 OR LOWER(COALESCE(u.displayname, '')) LIKE $2) \

@@ -132,8 +132,6 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         Ok(p) => p.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         Err(_) => Vec::new(),
     };
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await;
-
     let mut entry = AuditRow {
         id: 0,
         ts: now_ms(),
@@ -148,11 +146,8 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     };
     let content_type =
         parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    let (params, body_user) = audit_params(&parts, &path_params, bytes.as_deref().unwrap_or(&[]), &content_type);
-    entry.params = params;
-    entry.target = audit_target(&state, &path_params, body_user.as_deref()).await;
 
-    // Who is calling.
+    // Who is calling, before reading a body that may be large.
     let caller = match access_token(&parts) {
         None => Err(Error::missing_token("the admin API needs the access token of a server administrator")),
         Some(token) => match state.authenticate(&token).await {
@@ -171,10 +166,14 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         Ok(c) => c,
         Err(e) => {
             // Refused callers are rate-limited per address before they are audited, so
-            // that nobody can flood the log.
+            // that nobody can flood the log; of their body, only a small one is read.
             if let Err(limited) = state.limiter.check(LimitClass::Login, client_ip.as_deref().unwrap_or("")) {
                 return limited.into_response();
             }
+            let bytes = axum::body::to_bytes(body, MAX_AUDIT_PARAMS).await.unwrap_or_default();
+            let (params, body_user) = audit_params(&parts, &path_params, &bytes, &content_type);
+            entry.params = params;
+            entry.target = audit_target(&state, &path_params, body_user.as_deref()).await;
             entry.status = i64::from(e.status.as_u16());
             entry.result = e.errcode.to_owned();
             entry.detail = Some(e.message.clone());
@@ -188,6 +187,10 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
         }
     };
     entry.caller = Some(caller.to_string());
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await;
+    let (params, body_user) = audit_params(&parts, &path_params, bytes.as_deref().unwrap_or(&[]), &content_type);
+    entry.params = params;
+    entry.target = audit_target(&state, &path_params, body_user.as_deref()).await;
     let response = match bytes {
         Err(_) => Error::too_large(format!("admin request bodies are limited to {MAX_BODY} bytes")).into_response(),
         Ok(bytes) => {
@@ -201,7 +204,7 @@ async fn guard(State(state): State<AppState>, req: Request, next: Next) -> Respo
     entry.status = i64::from(status.as_u16());
     let response = if status.is_success() {
         entry.result = "ok".to_owned();
-        entry.detail = response.extensions().get::<AuditDetail>().map(|d| d.0.clone());
+        entry.detail = response.extensions().get::<AuditDetail>().map(|d| d.0.clone()).filter(|d| !d.is_empty());
         response
     } else {
         let (res_parts, body) = response.into_parts();
