@@ -34,6 +34,17 @@ impl Services {
         })
     }
 
+    /// The events of `rows` the user may see, in their order.
+    pub async fn visible_events(&self, user: &UserId, rows: Vec<EventRow>) -> Result<Vec<EventRow>> {
+        let mut visible = Vec::with_capacity(rows.len());
+        for row in rows {
+            if self.can_see_event(user, &row).await? {
+                visible.push(row);
+            }
+        }
+        Ok(visible)
+    }
+
     async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
         let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string())) else { return Ok(None) };
         Ok(self

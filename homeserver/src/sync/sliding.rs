@@ -730,12 +730,7 @@ impl Services {
         let limited = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         rows.reverse();
-        let mut visible = Vec::with_capacity(rows.len());
-        for row in rows {
-            if self.can_see_event(opts.viewer, &row).await? {
-                visible.push(row);
-            }
-        }
+        let visible = self.visible_events(opts.viewer, rows).await?;
         let prev_batch = match visible.first() {
             Some(first) => format!("s{}", first.stream_ordering - 1),
             None => format!("s{to}"),

@@ -140,12 +140,7 @@ async fn messages(state: AppState, req: Ruma<get_message_events::v3::Request>) -
         state.store.room_events(room, from, upper, false, limit).await?
     };
     let end = rows.last().map(|r| if backwards { r.stream_ordering - 1 } else { r.stream_ordering });
-    let mut visible = Vec::new();
-    for row in rows {
-        if state.can_see_event(&auth.user, &row).await? {
-            visible.push(row);
-        }
-    }
+    let visible = state.visible_events(&auth.user, rows).await?;
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: true };
     let chunk: Vec<Value> =
         state.client_events(&visible, opts).await?.into_iter().filter(|e| filter.allows(e)).collect();
@@ -175,18 +170,8 @@ async fn context(state: AppState, req: Ruma<get_context::v3::Request>) -> Result
     let before = state.store.room_events(room, 0, row.stream_ordering - 1, true, before_n).await?;
     let after = state.store.room_events(room, row.stream_ordering, ceiling, false, after_n).await?;
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: true };
-    let mut vis_before = Vec::new();
-    for r in &before {
-        if state.can_see_event(&auth.user, r).await? {
-            vis_before.push(r.clone());
-        }
-    }
-    let mut vis_after = Vec::new();
-    for r in &after {
-        if state.can_see_event(&auth.user, r).await? {
-            vis_after.push(r.clone());
-        }
-    }
+    let vis_before = state.visible_events(&auth.user, before.clone()).await?;
+    let vis_after = state.visible_events(&auth.user, after.clone()).await?;
     let start = before.last().map_or(row.stream_ordering - 1, |r| r.stream_ordering - 1);
     let end = after.last().map_or(row.stream_ordering, |r| r.stream_ordering);
     let events_before: Vec<Value> =
@@ -237,12 +222,7 @@ async fn relating(
     let more = rows.len() as i64 > limit;
     let rows: Vec<EventRow> = rows.into_iter().take(limit as usize).collect();
     let next = rows.last().map(|r| if backwards { r.stream_ordering - 1 } else { r.stream_ordering });
-    let mut visible = Vec::new();
-    for r in rows {
-        if state.can_see_event(&auth.user, &r).await? {
-            visible.push(r);
-        }
-    }
+    let visible = state.visible_events(&auth.user, rows).await?;
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: false };
     let chunk: Vec<Value> = state
         .client_events(&visible, opts)

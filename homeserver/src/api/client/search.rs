@@ -49,12 +49,7 @@ async fn search(state: AppState, req: Ruma<search_events::v3::Request>) -> Resul
         hits.extend(state.store.search_events(room, &term, before, limit + 1).await?);
     }
     hits.sort_by_key(|h| std::cmp::Reverse(h.stream_ordering));
-    let mut visible = Vec::new();
-    for row in hits {
-        if state.can_see_event(&auth.user, &row).await? {
-            visible.push(row);
-        }
-    }
+    let mut visible = state.visible_events(&auth.user, hits).await?;
     let more = visible.len() as i64 > limit;
     visible.truncate(limit as usize);
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: false };
