@@ -33,6 +33,12 @@ pub async fn serve(
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     tracing::info!(%addr, server_name = %state.server_name(), "kairan is listening");
     let app = api::router(state.clone());
+    let stopping = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // In-flight requests finish; long polls answer at once rather than at their timeout.
+        stopping.notifier.shut_down();
+    };
     axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -296,6 +296,26 @@ impl TestServer {
         }
     }
 
+    /// Sends SIGTERM and waits up to `within` for the process to exit on its own.
+    /// Returns how long it took, or an error if it was still running (then it is killed).
+    pub async fn terminate(&mut self, within: Duration) -> anyhow::Result<Duration> {
+        let Some(mut child) = self.child.take() else { bail!("the server is not running") };
+        let started = Instant::now();
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        if !status.success() {
+            bail!("kill -TERM failed: {status}");
+        }
+        while started.elapsed() < within {
+            if child.try_wait()?.is_some() {
+                return Ok(started.elapsed());
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        child.kill().ok();
+        child.wait().ok();
+        bail!("the server did not exit within {within:?} of SIGTERM")
+    }
+
     /// Whether the process is still running (false after `kill` or a crash).
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

@@ -71,6 +71,7 @@ impl Services {
             let wake = typing_expiry.map_or(deadline, |t| t.min(deadline));
             tokio::select! {
                 changed = rx.changed() => { if changed.is_err() { return Ok(response); } }
+                _ = self.notifier.stopped() => return Ok(response),
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }

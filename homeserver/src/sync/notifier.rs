@@ -4,7 +4,9 @@
 //! plus a serial for ephemeral typing changes. Waiters hold a `watch::Receiver`, so a
 //! long poll costs no work until something happens: there is no polling loop.
 
-use tokio::sync::watch;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Notify, watch};
 
 /// Positions a sync token is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -15,11 +17,35 @@ pub struct Position {
 
 pub struct Notifier {
     tx: watch::Sender<Position>,
+    stopping: AtomicBool,
+    stop: Notify,
 }
 
 impl Notifier {
     pub fn new(stream: i64) -> Self {
-        Self { tx: watch::Sender::new(Position { stream, typing: 0 }) }
+        Self {
+            tx: watch::Sender::new(Position { stream, typing: 0 }),
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+        }
+    }
+
+    /// Ends every long poll now: on shutdown, waiting syncs answer with what they have
+    /// (nothing new) instead of holding the process for up to their timeout.
+    pub fn shut_down(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// Resolves once the server is shutting down.
+    pub async fn stopped(&self) {
+        let notified = self.stop.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     pub fn current(&self) -> Position {

@@ -198,6 +198,9 @@ impl Services {
                         return self.sliding_finish(user, device, conn, req, base, computed, now).await;
                     }
                 }
+                _ = self.notifier.stopped() => {
+                    return self.sliding_finish(user, device, conn, req, base, computed, now).await;
+                }
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }

@@ -41,6 +41,7 @@ mod relations;
 mod room_versions;
 mod rooms;
 mod search;
+mod shutdown;
 mod sliding_sync;
 mod support;
 mod sync;
