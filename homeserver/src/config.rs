@@ -219,6 +219,9 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+                // Parsed once as the typed configuration first: its errors (unknown key,
+                // wrong type) carry the line and column in the file.
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
                 text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
             }
             None => toml::Table::new(),
@@ -364,6 +367,18 @@ mod tests {
         std::fs::write(&f, "server_nam = \"x\"\n").unwrap();
         let err = Config::load(Some(&f), []).unwrap_err().to_string();
         assert!(err.contains("server_nam"), "{err}");
+    }
+
+    #[test]
+    fn file_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, "server_name = \"x\"\n\n[rate_limits]\nburst = \"many\"\n").unwrap();
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("line 4") && err.contains("burst"), "{err}");
+        std::fs::write(&f, "[listen]\nclient = \"127.0.0.1:1\"\nclinet = 1\n").unwrap();
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("clinet"), "{err}");
     }
 
     #[test]

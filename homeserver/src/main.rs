@@ -21,6 +21,9 @@ enum Command {
     Run,
     /// Print a commented configuration with every option at its default.
     GenerateConfig,
+    /// Check a configuration (file and KAIRAN_* variables) without starting; an error
+    /// names the option and, for the file, its line.
+    CheckConfig,
     /// Create an account.
     CreateUser {
         /// The localpart (`alice` for `@alice:server`).
@@ -74,6 +77,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    if let Some(Command::CheckConfig) = cli.command {
+        println!(
+            "configuration is valid: server {}, database {}, client API on {}",
+            config.server_name,
+            kairan_homeserver::storage::redact_url(&config.database_url()),
+            config.listen.client
+        );
+        return Ok(());
+    }
     match cli.command {
         None | Some(Command::Run) => kairan_homeserver::serve(config, shutdown_signal()).await,
         Some(Command::CreateUser { name, password_file, admin }) => {
@@ -106,7 +118,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("quarantined {mxc_uri}");
             Ok(())
         }
-        Some(Command::GenerateConfig) => unreachable!("handled above"),
+        Some(Command::GenerateConfig | Command::CheckConfig) => unreachable!("handled above"),
     }
 }
 

@@ -187,6 +187,11 @@ impl TestServer {
         self.dir.path()
     }
 
+    /// The `kairan-homeserver` binary under test.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
     /// Runs the admin CLI on this server's config (`kairan-homeserver --config FILE ARGS…`),
     /// which opens the same database as the running server. Returns its output whatever
     /// the exit status.

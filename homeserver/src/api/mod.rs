@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod client;
 pub mod federation;
+mod health;
 mod ruma_io;
 
 use axum::{Router, response::IntoResponse};
@@ -16,6 +17,7 @@ use crate::{error::Error, services::AppState};
 pub fn router(state: AppState) -> Router {
     client::routes()
         .merge(federation::routes())
+        .merge(health::routes())
         .merge(admin::routes(state.clone()))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)

@@ -34,6 +34,7 @@ mod encryption;
 mod ephemeral;
 mod federation_keys;
 mod media;
+mod operations;
 mod pagination;
 mod profile;
 mod push;
