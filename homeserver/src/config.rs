@@ -25,6 +25,33 @@ pub struct Config {
     pub media: MediaConfig,
     pub user_directory: UserDirectoryConfig,
     pub admin: AdminConfig,
+    pub log: LogConfig,
+}
+
+/// How the server logs. Logs never contain tokens, passwords or message bodies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, or per module (`info,kairan_homeserver::sync=debug`).
+    /// The `KAIRAN_LOG` environment variable, when set, replaces it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: "info".to_owned(), format: LogFormat::Text }
+    }
 }
 
 /// The administration API (`/_kairan/admin/v1`) and the `kairan-admin` CLI.
@@ -157,6 +184,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             admin: AdminConfig::default(),
+            log: LogConfig::default(),
         }
     }
 }
@@ -286,7 +314,8 @@ impl Config {
     }
 }
 
-/// Whether `SECTION__KEY` names an option of the configuration.
+/// Whether `SECTION__KEY` names an option of the configuration (a value, not a section:
+/// `KAIRAN_LOG` is the log filter, not the `[log]` section).
 fn is_option(known: &toml::Value, path: &str) -> bool {
     let mut node = known;
     for key in path.split("__") {
@@ -295,7 +324,7 @@ fn is_option(known: &toml::Value, path: &str) -> bool {
             None => return false,
         }
     }
-    true
+    !node.is_table()
 }
 
 fn set_path(table: &mut toml::Table, path: &str, raw: &str) {

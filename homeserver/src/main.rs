@@ -44,12 +44,20 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    if let Some(Command::GenerateConfig) = cli.command {
+        print!("{}", Config::commented_default());
+        return std::process::ExitCode::SUCCESS;
+    }
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    init_logging(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot start the async runtime: {e}")),
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => fail(e.to_string()),
     }
@@ -60,23 +68,19 @@ fn fail(message: String) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-fn init_logging() {
+fn init_logging(log: &kairan_homeserver::config::LogConfig) {
     use std::io::IsTerminal;
+    // Dependencies are chatty at info; they speak up at warn unless asked by name.
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAIRAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,ruma_state_res=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sqlx=warn,ruma_state_res=warn,{}", log.level)));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match log.format {
+        kairan_homeserver::config::LogFormat::Json => builder.json().init(),
+        kairan_homeserver::config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::GenerateConfig) = cli.command {
-        print!("{}", Config::commented_default());
-        return Ok(());
-    }
-    let config = Config::load(cli.config.as_deref(), std::env::vars())?;
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     if let Some(Command::CheckConfig) = cli.command {
         println!(
             "configuration is valid: server {}, database {}, client API on {}",

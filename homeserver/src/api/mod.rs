@@ -8,7 +8,15 @@ mod health;
 mod ruma_io;
 
 use axum::{Router, response::IntoResponse};
-use tower_http::{catch_panic::CatchPanicLayer, cors::CorsLayer};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::{HeaderValue, Request};
+use tower_http::{
+    catch_panic::CatchPanicLayer,
+    cors::CorsLayer,
+    request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer},
+    trace::TraceLayer,
+};
 
 pub use self::ruma_io::{Auth, Ruma, RumaResponse};
 use crate::{error::Error, services::AppState};
@@ -24,6 +32,14 @@ pub fn router(state: AppState) -> Router {
         .layer(CorsLayer::permissive())
         // Last resort: a bug must cost one request a 500, not the connection.
         .layer(CatchPanicLayer::custom(|_| Error::unknown("internal error").into_response()))
+        // Every log line of a request carries its ID, method and path (never the query,
+        // which may hold an access token); the ID goes back in `x-request-id`.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(SequentialIds::default()))
         .with_state(state)
 }
 
@@ -33,4 +49,24 @@ async fn unrecognized() -> impl IntoResponse {
 
 async fn method_not_allowed() -> impl IntoResponse {
     Error::method_not_allowed("method not allowed on this endpoint")
+}
+
+/// Request IDs: a random per-process prefix and a counter, short enough to grep.
+#[derive(Clone)]
+struct SequentialIds {
+    prefix: u32,
+    next: std::sync::Arc<AtomicU64>,
+}
+
+impl Default for SequentialIds {
+    fn default() -> Self {
+        Self { prefix: rand::random(), next: Default::default() }
+    }
+}
+
+impl MakeRequestId for SequentialIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        HeaderValue::from_str(&format!("{:08x}-{n}", self.prefix)).ok().map(RequestId::new)
+    }
 }
