@@ -105,8 +105,17 @@ impl Store {
             Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
             Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
         };
-        migrator.run(&self.pool).await?;
-        Ok(())
+        let newest_known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+        match migrator.run(&self.pool).await {
+            Ok(()) => Ok(()),
+            // A migration this binary does not have: a newer kairan upgraded the database.
+            Err(sqlx::migrate::MigrateError::VersionMissing(v)) => anyhow::bail!(
+                "the database has schema version {v}, newer than this kairan-homeserver knows \
+                 (up to {newest_known}): it was upgraded by a newer release. Run that release, \
+                 or restore the backup taken before the upgrade"
+            ),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub fn backend(&self) -> Backend {

@@ -89,6 +89,7 @@ storage_tests!(
     admin_activity_and_figures,
     admin_purge_keeps_state_and_the_latest_event,
     admin_audit_is_append_only,
+    a_newer_schema_is_refused,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -735,4 +736,18 @@ async fn admin_audit_is_append_only(store: &Store) {
     assert!(sqlx::query("UPDATE admin_audit SET result = 'ok'").execute(&store.pool).await.is_err());
     assert!(sqlx::query("DELETE FROM admin_audit").execute(&store.pool).await.is_err());
     assert_eq!(store.audit_entries(&AuditFilter { limit: 10, ..Default::default() }).await.unwrap().len(), 3);
+}
+
+async fn a_newer_schema_is_refused(store: &Store) {
+    // As if a newer release had applied a migration this binary does not have.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (999, 'from the future', TRUE, $1, 0)",
+    )
+    .bind(vec![0u8; 48])
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let err = store.migrate().await.unwrap_err().to_string();
+    assert!(err.contains("schema version 999") && err.contains("newer"), "{err}");
 }
