@@ -40,10 +40,7 @@ async fn sliding_sync(State(state): State<AppState>, req: Request) -> Response {
     };
     let result = async {
         let auth = req.auth()?;
-        let presence = req.body.set_presence.as_str();
-        if presence != "offline" {
-            state.store.set_presence(auth.user.as_str(), presence, None, crate::services::now_ms()).await?;
-        }
+        state.note_presence(&auth.user, req.body.set_presence.as_str()).await?;
         state.note_sync_activity(&auth.user).await;
         let timeout = req.body.timeout.unwrap_or_default().min(MAX_TIMEOUT);
         state.sliding_sync(&auth.user, &auth.device, &req.body, &bump_event_types, timeout).await
