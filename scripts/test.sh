@@ -19,4 +19,7 @@ fi
 
 # The end-to-end tests run the server binary; build it once, beside the tests.
 cargo build --workspace --bins
+# The federation interop tests run Synapse from a venv (target/synapse-venv); install it
+# when missing (about 20 s from PyPI), check it otherwise.
+bash scripts/synapse-venv.sh
 cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" "$@"

@@ -4,7 +4,7 @@
 //! `KAIRAN_SECTION__KEY=value` sets `[section] key = value`; the value is read as a TOML
 //! value when it parses as one (numbers, booleans, arrays) and as a string otherwise.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +26,7 @@ pub struct Config {
     pub user_directory: UserDirectoryConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
+    pub federation: FederationConfig,
 }
 
 /// How the server logs. Logs never contain tokens, passwords or message bodies.
@@ -93,6 +94,87 @@ pub struct UserDirectoryConfig {
 pub struct ListenConfig {
     /// Address of the Client-Server API listener.
     pub client: SocketAddr,
+    /// Address of the TLS listener other servers connect to (it serves the whole API, as
+    /// Synapse's federation port does). `None` (`""` in the file): no federation listener.
+    #[serde(with = "optional_addr")]
+    pub federation: Option<SocketAddr>,
+}
+
+/// `listen.federation` is written `""` when off, so that it appears in the generated
+/// configuration and `KAIRAN_LISTEN__FEDERATION` names a known option.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(addr: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&addr.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.trim().parse().map(Some).map_err(|e| {
+            D::Error::custom(format!("{text:?} is not an address such as \"0.0.0.0:8448\" ({e}); \"\" turns it off"))
+        })
+    }
+}
+
+/// Federation: TLS of the federation listener, trust of other servers' certificates,
+/// static routes, who may federate, and the keys this server used before.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// PEM certificate chain of the federation listener. With `tls_private_key` empty too,
+    /// a self-signed certificate for the server name is generated into `data_dir`
+    /// (for development: other servers only accept it with `verify_tls = false`).
+    pub tls_certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_certificate`.
+    pub tls_private_key: PathBuf,
+    /// PEM file of extra trusted root certificates for outbound TLS (a prefecture's
+    /// private CA), trusted beside the system's roots. Empty: system roots only.
+    pub ca_bundle: PathBuf,
+    /// Verify other servers' TLS certificates. `false` is for tests on a closed bench
+    /// only, and is logged loudly.
+    pub verify_tls: bool,
+    /// Static routes: server name → `"host:port"` or `"ip:port"` (port 8448 when left out),
+    /// used before any `.well-known` or SRV discovery. TLS still verifies the server name.
+    pub host_overrides: BTreeMap<String, String>,
+    /// Servers this one federates with: names, `"*"`, or `"*.suffix"`. Empty: none. An
+    /// administrator's run-time setting (`kairan-admin policy server set-federation`) wins.
+    pub allowlist: Vec<String>,
+    /// Longest wait between retries of a destination that is down, in seconds.
+    pub max_retry_interval_secs: u64,
+    /// Keys this server signed with before a key rotation, published as `old_verify_keys`
+    /// so others can still check old events: `"ed25519:ID" = { key = "BASE64", expired_ts = MS }`.
+    pub old_verify_keys: BTreeMap<String, OldVerifyKey>,
+}
+
+/// A verify key this server no longer signs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OldVerifyKey {
+    /// Unpadded base64 of the ed25519 public key (as it was published in `verify_keys`).
+    pub key: String,
+    /// When it stopped being used, in milliseconds since the Unix epoch.
+    pub expired_ts: u64,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self {
+            tls_certificate: PathBuf::new(),
+            tls_private_key: PathBuf::new(),
+            ca_bundle: PathBuf::new(),
+            verify_tls: true,
+            host_overrides: BTreeMap::new(),
+            allowlist: Vec::new(),
+            max_retry_interval_secs: 300,
+            old_verify_keys: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -185,13 +267,14 @@ impl Default for Config {
             user_directory: UserDirectoryConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
+            federation: FederationConfig::default(),
         }
     }
 }
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)) }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
     }
 }
 
@@ -243,6 +326,7 @@ impl Config {
         file: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
+        let mut source = None;
         let mut table = match file {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -250,10 +334,13 @@ impl Config {
                 // Parsed once as the typed configuration first: its errors (unknown key,
                 // wrong type) carry the line and column in the file.
                 toml::from_str::<Config>(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-                text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+                let table = text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+                source = Some((path, text));
+                table
             }
             None => toml::Table::new(),
         };
+        let mut from_env = Vec::new();
         // Only variables that name an option apply: other KAIRAN_* variables (a test
         // harness's, another kairan tool's) are no business of the server's.
         let known = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(toml::Table::new()));
@@ -261,13 +348,99 @@ impl Config {
             let Some(path) = name.strip_prefix("KAIRAN_") else { continue };
             if is_option(&known, path) {
                 set_path(&mut table, path, &value);
+                from_env.push(name.clone());
             }
         }
         let config: Config = toml::Value::Table(table)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(format!("invalid configuration: {e}")))?;
         config.validate()?;
+        config.validate_federation().map_err(|invalid| {
+            // Point at where the value came from: the variable that set it, else its line.
+            let var = format!("KAIRAN_{}", invalid.key.replace('.', "__").to_ascii_uppercase());
+            if from_env.contains(&var) {
+                return ConfigError(format!("{var}: {}", invalid.message));
+            }
+            match &source {
+                Some((path, text)) => match line_of(text, invalid.key) {
+                    Some(line) => {
+                        ConfigError(format!("{}: line {line}: {}: {}", path.display(), invalid.key, invalid.message))
+                    }
+                    None => ConfigError(format!("{}: {}: {}", path.display(), invalid.key, invalid.message)),
+                },
+                None => ConfigError(format!("{}: {}", invalid.key, invalid.message)),
+            }
+        })?;
         Ok(config)
+    }
+
+    /// The `[federation]` and `listen.federation` checks. Files named must exist and hold
+    /// what they should, so that a wrong path is reported by `check-config`, not at the
+    /// first connection.
+    fn validate_federation(&self) -> Result<(), Invalid> {
+        use crate::federation::tls;
+        let fed = &self.federation;
+        let invalid = |key: &'static str, message: String| Invalid { key, message };
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        match (set(&fed.tls_certificate), set(&fed.tls_private_key)) {
+            (true, false) => {
+                return Err(invalid(
+                    "federation.tls_private_key",
+                    "is empty but tls_certificate is set; set both or neither".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(invalid(
+                    "federation.tls_certificate",
+                    "is empty but tls_private_key is set; set both or neither".into(),
+                ));
+            }
+            (true, true) => {
+                tls::read_certificates(&fed.tls_certificate).map_err(|m| invalid("federation.tls_certificate", m))?;
+                tls::read_private_key(&fed.tls_private_key).map_err(|m| invalid("federation.tls_private_key", m))?;
+            }
+            (false, false) => {}
+        }
+        if set(&fed.ca_bundle) {
+            tls::read_certificates(&fed.ca_bundle).map_err(|m| invalid("federation.ca_bundle", m))?;
+        }
+        for entry in &fed.allowlist {
+            let name = entry.strip_prefix("*.").unwrap_or(entry);
+            if entry != "*" && ruma::ServerName::parse(name).is_err() {
+                return Err(invalid(
+                    "federation.allowlist",
+                    format!("{entry:?} is not a server name, \"*\" or \"*.suffix\""),
+                ));
+            }
+        }
+        for (name, target) in &fed.host_overrides {
+            if ruma::ServerName::parse(name).is_err() {
+                return Err(invalid("federation.host_overrides", format!("{name:?} is not a server name")));
+            }
+            if crate::federation::resolve::parse_override(target).is_none() {
+                return Err(invalid(
+                    "federation.host_overrides",
+                    format!("{name} = {target:?}: not \"host:port\", \"ip:port\" or \"[ipv6]:port\""),
+                ));
+            }
+        }
+        for (key_id, old) in &fed.old_verify_keys {
+            if !key_id.starts_with("ed25519:") || key_id.len() <= "ed25519:".len() {
+                return Err(invalid(
+                    "federation.old_verify_keys",
+                    format!("{key_id:?} is not a key ID such as \"ed25519:abc\""),
+                ));
+            }
+            let bytes =
+                ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(&old.key).map(|b| b.as_bytes().len()).ok();
+            if bytes != Some(32) {
+                return Err(invalid(
+                    "federation.old_verify_keys",
+                    format!("{key_id}: key is not the unpadded base64 of a 32-byte ed25519 public key"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -312,6 +485,36 @@ impl Config {
     pub fn commented_default() -> &'static str {
         include_str!("../kairan.example.toml")
     }
+}
+
+/// A value that is well-formed but wrong; `key` is `section.key`, so that the message can
+/// point at its line or variable.
+struct Invalid {
+    key: &'static str,
+    message: String,
+}
+
+/// The line (1-based) where `section.key` is set in a TOML text: `key = ...` under
+/// `[section]`, or `section.key = ...` at the top, or a `[section.key]` table.
+fn line_of(text: &str, dotted: &str) -> Option<usize> {
+    let (section, key) = dotted.split_once('.')?;
+    let mut current = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            current = header.trim_end_matches(']').trim().to_owned();
+            if current == dotted {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        let Some((name, _)) = line.split_once('=') else { continue };
+        let name = name.trim().trim_matches('"');
+        if (current == section && name == key) || (current.is_empty() && name == dotted) {
+            return Some(i + 1);
+        }
+    }
+    None
 }
 
 /// Whether `SECTION__KEY` names an option of the configuration (a value, not a section:
@@ -446,6 +649,73 @@ mod tests {
         // The CLI's own variable is not an option of the server's.
         let other = [("KAIRAN_ADMIN_CONFIG".to_owned(), "/tmp/x.toml".to_owned())];
         assert_eq!(Config::load(None, other).unwrap().admin.archive_user, "");
+    }
+
+    #[test]
+    fn federation_options() {
+        let d = Config::load(None, []).unwrap();
+        assert_eq!(d.listen.federation, None);
+        assert!(d.federation.verify_tls && d.federation.allowlist.is_empty());
+        assert_eq!(d.federation.max_retry_interval_secs, 300);
+        let env = [
+            ("KAIRAN_LISTEN__FEDERATION".to_owned(), "0.0.0.0:8448".to_owned()),
+            ("KAIRAN_FEDERATION__ALLOWLIST".to_owned(), "[\"*.lg.example\", \"pref.example\"]".to_owned()),
+            ("KAIRAN_FEDERATION__VERIFY_TLS".to_owned(), "false".to_owned()),
+        ];
+        let c = Config::load(None, env).unwrap();
+        assert_eq!(c.listen.federation, Some("0.0.0.0:8448".parse().unwrap()));
+        assert_eq!(c.federation.allowlist, ["*.lg.example", "pref.example"]);
+        assert!(!c.federation.verify_tls);
+        let off = [("KAIRAN_LISTEN__FEDERATION".to_owned(), "".to_owned())];
+        assert_eq!(Config::load(None, off).unwrap().listen.federation, None);
+        let bad = [("KAIRAN_LISTEN__FEDERATION".to_owned(), "8448".to_owned())];
+        assert!(Config::load(None, bad).unwrap_err().to_string().contains("8448"));
+        let bad = [("KAIRAN_FEDERATION__ALLOWLIST".to_owned(), "[\"a b\"]".to_owned())];
+        let err = Config::load(None, bad).unwrap_err().to_string();
+        assert!(err.starts_with("KAIRAN_FEDERATION__ALLOWLIST:"), "{err}");
+    }
+
+    #[test]
+    fn federation_files_and_tables_are_checked_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        let write = |text: &str| std::fs::write(&f, text).unwrap();
+        write(
+            "[federation]\nverify_tls = true\ntls_certificate = \"/no/such/cert.pem\"\ntls_private_key = \"/no/key\"\n",
+        );
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("federation.tls_certificate") && err.contains("/no/such/cert.pem"),
+            "{err}"
+        );
+        write("[federation]\ntls_private_key = \"/no/key\"\n");
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("set both or neither"), "{err}");
+        write("[federation.host_overrides]\n\"pref.example\" = \"10.0.0.1:http\"\n");
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("pref.example"), "{err}");
+        write(
+            "[federation.host_overrides]\n\"pref.example\" = \"10.0.0.1\"\n\n[federation.old_verify_keys]\n\"ed25519:old\" = { key = \"AAAA\", expired_ts = 1 }\n",
+        );
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("line 4") && err.contains("32-byte"), "{err}");
+        let key = "Iz6VgsVIx8AyF27vsdNfFIdCbyyuAtO4HWUu1bLnjDU";
+        write(&format!("[federation.old_verify_keys]\n\"ed25519:old\" = {{ key = \"{key}\", expired_ts = 1 }}\n"));
+        let c = Config::load(Some(&f), []).unwrap();
+        assert_eq!(c.federation.old_verify_keys["ed25519:old"], OldVerifyKey { key: key.to_owned(), expired_ts: 1 });
+        // Unknown keys are refused in the new section too.
+        write("[federation]\nverify_tsl = false\n");
+        let err = Config::load(Some(&f), []).unwrap_err().to_string();
+        assert!(err.contains("verify_tsl") && err.contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn line_of_finds_sections_tables_and_dotted_keys() {
+        let text = "a = 1\n[federation]\n tls_certificate = \"x\"\n[federation.host_overrides]\nx = \"y\"\n";
+        assert_eq!(line_of(text, "federation.tls_certificate"), Some(3));
+        assert_eq!(line_of(text, "federation.host_overrides"), Some(4));
+        assert_eq!(line_of("federation.ca_bundle = \"x\"\n", "federation.ca_bundle"), Some(1));
+        assert_eq!(line_of(text, "federation.ca_bundle"), None);
     }
 
     #[test]

@@ -57,11 +57,18 @@ constructors! {
     invalid_room_state => BAD_REQUEST, "M_INVALID_ROOM_STATE";
     unknown => INTERNAL_SERVER_ERROR, "M_UNKNOWN";
     bad_alias => BAD_REQUEST, "M_BAD_ALIAS";
+    unavailable => BAD_GATEWAY, "M_UNKNOWN";
 }
 
 impl Error {
     pub fn new(status: StatusCode, errcode: &'static str, message: impl Into<String>) -> Self {
         Self { status, errcode, message: message.into(), retry_after_ms: None, body: None }
+    }
+
+    /// Adds top-level fields to the error body (e.g. `room_version`).
+    pub fn with_body(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
     }
 
     pub fn limit_exceeded(retry_after_ms: u64) -> Self {

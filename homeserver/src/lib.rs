@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod e2ee;
 pub mod error;
+pub mod federation;
 pub mod keys;
 pub mod media;
 pub mod push;
@@ -22,26 +23,81 @@ use std::net::SocketAddr;
 
 pub use crate::{config::Config, services::Services};
 
-/// Runs the client listener until `shutdown` resolves.
+/// Runs the client listener, and the federation TLS listener when `listen.federation` is
+/// set, until `shutdown` resolves. Both serve the same application (as Synapse's
+/// federation port does), so peers reach keys, federation and client endpoints alike.
 pub async fn serve(
     config: Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt;
+
     let addr = config.listen.client;
+    let federation_addr = config.listen.federation;
+    // Read the certificate before opening the database: a bad file stops the start at once.
+    let tls = match federation_addr {
+        Some(_) => Some(federation_tls(&config)?),
+        None => None,
+    };
     let state = Services::start(config).await?;
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let federation_listener = match (federation_addr, tls) {
+        (Some(fed_addr), Some(tls)) => Some(federation::tls::TlsListener::bind(fed_addr, tls).await?),
+        _ => None,
+    };
     tracing::info!(%addr, server_name = %state.server_name(), "kairan is listening");
+    if federation_listener.is_some() && state.federation_allowlist().is_empty() {
+        tracing::warn!(
+            "the federation allowlist is empty: every other server is refused and sent nothing. \
+             Set federation.allowlist (or kairan-admin policy server set-federation)."
+        );
+    }
     let app = api::router(state.clone());
+    // One shutdown signal for both listeners.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopping = state.clone();
-    let shutdown = async move {
+    tokio::spawn(async move {
         shutdown.await;
         // In-flight requests finish; long polls answer at once rather than at their timeout.
         stopping.notifier.shut_down();
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
     };
-    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let client = axum::serve(listener, app.clone().into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    match federation_listener {
+        Some(fed) => {
+            if let Ok(addr) = axum::serve::Listener::local_addr(&fed) {
+                tracing::info!(%addr, "the federation TLS listener is listening");
+            }
+            // `tap_io` only makes axum's `ConnectInfo<SocketAddr>` available for this listener.
+            let fed = axum::serve(fed.tap_io(|_| {}), app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(stopped(stop_rx));
+            let (a, b) = tokio::join!(client.into_future(), fed.into_future());
+            a?;
+            b?;
+        }
+        None => client.await?,
+    }
     state.store.close().await;
     Ok(())
+}
+
+/// The federation listener's TLS configuration: the configured certificate, or a
+/// self-signed one for development.
+fn federation_tls(config: &Config) -> anyhow::Result<std::sync::Arc<rustls::ServerConfig>> {
+    let fed = &config.federation;
+    if fed.tls_certificate.as_os_str().is_empty() && fed.tls_private_key.as_os_str().is_empty() {
+        let (cert, key) = federation::tls::self_signed(&config.data_dir, &config.server_name)?;
+        tracing::warn!(
+            certificate = %cert.display(),
+            "federation TLS uses a self-signed certificate, for development only: other servers refuse it unless \
+             they turn verify_tls off. Set federation.tls_certificate and tls_private_key for real use."
+        );
+        return federation::tls::server_config(&cert, &key);
+    }
+    federation::tls::server_config(&fed.tls_certificate, &fed.tls_private_key)
 }

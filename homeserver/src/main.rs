@@ -82,8 +82,12 @@ fn init_logging(log: &kairan_homeserver::config::LogConfig) {
 
 async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     if let Some(Command::CheckConfig) = cli.command {
+        let federation = match config.listen.federation {
+            Some(addr) => format!(", federation (TLS) on {addr}"),
+            None => ", no federation listener".to_owned(),
+        };
         println!(
-            "configuration is valid: server {}, database {}, client API on {}",
+            "configuration is valid: server {}, database {}, client API on {}{federation}",
             config.server_name,
             kairan_homeserver::storage::redact_url(&config.database_url()),
             config.listen.client

@@ -29,6 +29,10 @@ pub struct Services {
     pub presence_seen: std::sync::Mutex<std::collections::HashMap<ruma::OwnedUserId, (String, std::time::Instant)>>,
     /// Administration: run-time server policy and the activity cache (admin/).
     pub admin: crate::admin::AdminState,
+    /// Outbound federation: discovery, TLS, signed requests, remote keys.
+    pub federation: crate::federation::Federation,
+    /// The per-destination senders of the federation queue.
+    pub senders: crate::federation::queue::Senders,
 }
 
 /// The axum application state.
@@ -40,6 +44,7 @@ impl Services {
         let keys = ServerKeys::load_or_create(&config.data_dir)?;
         let store = Store::open(&config.database_url(), config.database.max_connections).await?;
         let pos = store.current_stream_pos().await?;
+        let config_for_federation = config.clone();
         let services = Arc::new(Self {
             limiter: RateLimiter::new(&config.rate_limits),
             media: crate::media::MediaService::new(&config, store.clone())?,
@@ -54,8 +59,12 @@ impl Services {
             http: reqwest::Client::new(),
             presence_seen: Default::default(),
             admin: Default::default(),
+            federation: crate::federation::Federation::new(&config_for_federation)?,
+            senders: Default::default(),
         });
         services.load_admin_policy().await?;
+        services.senders.init(Arc::downgrade(&services));
+        services.resume_federation_queue().await?;
         Ok(services)
     }
 

@@ -83,6 +83,11 @@ impl Api {
         Ok(api)
     }
 
+    /// The same client over another HTTP client (e.g. one trusting a test CA, for a TLS server).
+    pub fn with_http(self, http: reqwest::Client) -> Self {
+        Self { http, ..self }
+    }
+
     /// The same client with another access token (or none).
     pub fn with_token(&self, token: Option<&str>) -> Self {
         Self { token: token.map(str::to_owned), ..self.clone() }

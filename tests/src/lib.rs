@@ -8,14 +8,19 @@
 //! - [`TestServer`] starts a homeserver on a free port in its own temporary directory,
 //!   on SQLite or on a fresh PostgreSQL database, and can SIGKILL and restart it.
 //! - [`Api`] is a minimal Client-Server API client over reqwest.
+//! - [`test_ca`] is the process-wide test CA that federating servers (kairan and
+//!   Synapse) serve and trust; [`ServerOptions::federation`] turns a server's federation on.
 //! - [`assert_matrix_error`] / [`assert_sdk_error`] check a Matrix error response.
 
 mod api;
 mod pg;
 mod server;
+pub mod synapse;
+mod tls;
 
 pub use api::{Api, Response, assert_matrix_error, assert_matrix_error_in, assert_sdk_error, assert_sdk_error_in, enc};
 pub use server::{Backend, Registration, ServerOptions, TestServer, admin_binary};
+pub use tls::{TestCa, test_ca};
 
 /// The password every test user gets unless a test chooses another one.
 pub const PASSWORD: &str = "correct horse battery staple";

@@ -69,6 +69,8 @@ impl Services {
     /// Applies the server policy stored in the database (over the configuration file).
     /// Called once at start; a bad stored entry is logged and skipped, not fatal.
     pub async fn load_admin_policy(&self) -> anyhow::Result<()> {
+        *self.admin.federation_allowlist.write().unwrap_or_else(|e| e.into_inner()) =
+            self.config.federation.allowlist.clone();
         for (name, value) in self.store.server_policies().await? {
             if let Err(e) = self.apply_server_policy(&name, &value) {
                 tracing::error!(name, error = %e.message, "ignoring a stored server policy entry");

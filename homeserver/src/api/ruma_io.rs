@@ -14,7 +14,7 @@ use axum::{
 use bytes::BytesMut;
 use http::request::Parts;
 use ruma::{
-    OwnedUserId, UserId,
+    OwnedServerName, OwnedUserId, ServerName, UserId,
     api::{
         IncomingRequest, OutgoingResponse,
         auth_scheme::{
@@ -30,12 +30,17 @@ use crate::{
     services::AppState,
 };
 
+/// The body limit of federation requests, when `limits.max_request_bytes` is lower.
+const FEDERATION_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
 /// Who must be authenticated for an endpoint, derived from ruma's auth scheme type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Requirement {
     None,
     Optional,
     Required,
+    /// Another homeserver, authenticated by an X-Matrix signature.
+    Server,
 }
 
 pub trait AuthRequirement {
@@ -46,7 +51,8 @@ macro_rules! requirement {
     ($($t:ty => $r:ident),*) => { $(impl AuthRequirement for $t { const REQUIREMENT: Requirement = Requirement::$r; })* };
 }
 requirement!(NoAuthentication => None, NoAccessToken => None, AccessToken => Required,
-    AccessTokenOptional => Optional, AppserviceToken => Required, AppserviceTokenOptional => Optional);
+    AccessTokenOptional => Optional, AppserviceToken => Required, AppserviceTokenOptional => Optional,
+    ruma::api::federation::authentication::ServerSignatures => Server);
 
 /// The authenticated caller of a client endpoint.
 #[derive(Debug, Clone)]
@@ -60,6 +66,8 @@ pub struct Auth {
 pub struct Ruma<T> {
     pub body: T,
     pub auth: Option<Auth>,
+    /// The server that signed a federation request (verified before the handler runs).
+    pub origin: Option<OwnedServerName>,
     pub client_ip: String,
 }
 
@@ -71,6 +79,11 @@ impl<T> Ruma<T> {
 
     pub fn user(&self) -> Result<&UserId> {
         Ok(&self.auth()?.user)
+    }
+
+    /// The requesting server of a federation endpoint.
+    pub fn origin(&self) -> Result<&ServerName> {
+        self.origin.as_deref().ok_or_else(|| Error::unauthorized("missing X-Matrix authorization"))
     }
 }
 
@@ -103,7 +116,14 @@ where
             .map(|c| c.0.ip().to_string())
             .unwrap_or_default();
         let token = access_token(&parts);
+        // A federation request: the header is checked (destination, allowlist) before the
+        // body is read, and the signature over method, URI and body before anything runs.
+        let x_matrix = match T::Authentication::REQUIREMENT {
+            Requirement::Server => Some(state.check_x_matrix_header(parts.headers.get(http::header::AUTHORIZATION))?),
+            _ => None,
+        };
         let auth = match (T::Authentication::REQUIREMENT, token) {
+            (Requirement::Server, _) => None,
             (Requirement::None, _) | (Requirement::Optional, None) => None,
             (Requirement::Required, None) => return Err(Error::missing_token("missing access token")),
             (_, Some(token)) => {
@@ -112,16 +132,28 @@ where
             }
         };
         if T::RATE_LIMITED {
-            match &auth {
-                Some(a) => state.limiter.check(LimitClass::Action, a.user.as_str())?,
-                None => state.limiter.check(LimitClass::Login, &client_ip)?,
+            match (&auth, &x_matrix) {
+                (Some(a), _) => state.limiter.check(LimitClass::Action, a.user.as_str())?,
+                (None, Some(x)) => state.limiter.check(LimitClass::Action, x.origin.as_str())?,
+                (None, None) => state.limiter.check(LimitClass::Login, &client_ip)?,
             }
         }
-        let limit = state.config.limits.max_request_bytes;
+        let limit = match x_matrix {
+            // A transaction carries up to 50 PDUs of up to 64 KiB each, plus EDUs.
+            Some(_) => state.config.limits.max_request_bytes.max(FEDERATION_MAX_REQUEST_BYTES),
+            None => state.config.limits.max_request_bytes,
+        };
         let bytes = axum::body::to_bytes(body, limit)
             .await
             .map_err(|_| Error::too_large(format!("request body is larger than {limit} bytes")))?;
         let request = http::Request::from_parts(parts, bytes);
+        let origin = match &x_matrix {
+            Some(x) => {
+                state.verify_x_matrix(x, &request).await?;
+                Some(x.origin.clone())
+            }
+            None => None,
+        };
         // Parsing is pure, so a panic inside it (ruma has a few on odd input, e.g. a login
         // body without `type`) can be caught safely and reported as the client's mistake.
         let parsed =
@@ -130,7 +162,7 @@ where
             Ok(result) => result?,
             Err(_) => return Err(Error::bad_json("the request body does not have the shape this endpoint expects")),
         };
-        Ok(Self { body, auth, client_ip })
+        Ok(Self { body, auth, origin, client_ip })
     }
 }
 

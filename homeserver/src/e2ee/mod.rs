@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use http::StatusCode;
 use ruma::{
-    CanonicalJsonObject, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedUserId, SigningKeyAlgorithm,
-    UserId,
+    CanonicalJsonObject, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedServerName, OwnedUserId,
+    SigningKeyAlgorithm, UserId,
     encryption::OneTimeKey,
     serde::{Base64, Raw},
 };
@@ -133,6 +133,19 @@ fn same_as_stored(stored: &BTreeMap<&str, Value>, upload: &CrossSigningUpload) -
 /// A failed signature check, as a `/keys/signatures/upload` failure entry.
 type SignatureResult = std::result::Result<Vec<(String, String, String, String, String)>, Value>;
 
+/// How long `/keys/query` and `/keys/claim` wait for another server.
+const REMOTE_KEYS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A user's keys as `/keys/query` returns them: device keys by device ID and the
+/// cross-signing keys the asker may see.
+#[derive(Debug, Default)]
+pub struct UserKeys {
+    pub devices: Map<String, Value>,
+    pub master: Option<Value>,
+    pub self_signing: Option<Value>,
+    pub user_signing: Option<Value>,
+}
+
 /// The cross-signing keys of an upload, by type.
 #[derive(Debug, Default)]
 pub struct CrossSigningUpload {
@@ -178,6 +191,7 @@ impl Services {
             obj.remove("unsigned");
             if let Some(pos) = self.store.set_device_keys(user.as_str(), device, &keys.to_string()).await? {
                 self.notifier.advance(pos);
+                self.announce_device_update(user, device, pos, false).await;
             }
         }
 
@@ -224,10 +238,54 @@ impl Services {
         Ok(self.store.unused_fallback_key_types(user.as_str(), device).await?)
     }
 
-    /// `/keys/query`: device keys of the users asked (all devices for an empty list)
-    /// and their cross-signing keys, with uploaded signatures merged in. A user-signing
-    /// key is only shown to its owner, and signatures other users made on a master key
-    /// only to the user who made them.
+    /// The keys of one local user as `requester` sees them (`None`: another server):
+    /// device keys (all devices for an empty list) and cross-signing keys, with uploaded
+    /// signatures merged in. A user-signing key is only shown to its owner, and
+    /// signatures other users made on a master key only to the user who made them.
+    pub async fn local_user_keys(
+        &self,
+        user: &UserId,
+        devices: &[OwnedDeviceId],
+        requester: Option<&UserId>,
+    ) -> Result<UserKeys> {
+        let mut keys = UserKeys::default();
+        let signatures = self.store.signatures_on(user.as_str()).await?;
+        for row in self.store.device_keys(user.as_str()).await? {
+            if !devices.is_empty() && !devices.iter().any(|d| d.as_str() == row.device_id) {
+                continue;
+            }
+            let mut json = parse_stored(&row.key_json);
+            for s in signatures.iter().filter(|s| s.target_key == row.device_id) {
+                merge_signature(&mut json, &s.signer_user_id, &s.signer_key_id, &s.signature);
+            }
+            if let (Some(obj), Some(name)) = (json.as_object_mut(), row.display_name) {
+                obj.insert("unsigned".to_owned(), json!({ "device_display_name": name }));
+            }
+            keys.devices.insert(row.device_id, json);
+        }
+        for key in self.store.cross_signing_keys(user.as_str()).await? {
+            let target = match key.key_type.as_str() {
+                "master" => &mut keys.master,
+                "self_signing" => &mut keys.self_signing,
+                "user_signing" if requester == Some(user) => &mut keys.user_signing,
+                _ => continue,
+            };
+            let mut json = parse_stored(&key.key_json);
+            for s in signatures.iter().filter(|s| {
+                s.target_key == key.public_key
+                    && (s.signer_user_id == user.as_str()
+                        || Some(s.signer_user_id.as_str()) == requester.map(|r| r.as_str()))
+            }) {
+                merge_signature(&mut json, &s.signer_user_id, &s.signer_key_id, &s.signature);
+            }
+            *target = Some(json);
+        }
+        Ok(keys)
+    }
+
+    /// `/keys/query`: the keys of local users (see [`Services::local_user_keys`]) and of
+    /// remote users, asked of their servers concurrently; a server that fails or does not
+    /// answer in time is named in `failures`.
     pub async fn query_keys(
         &self,
         requester: &UserId,
@@ -236,47 +294,49 @@ impl Services {
         let mut failures = Map::new();
         let mut device_keys = Map::new();
         let (mut master, mut self_signing, mut user_signing) = (Map::new(), Map::new(), Map::new());
+        let mut remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>> = BTreeMap::new();
+        let mut found = Vec::new();
         for (user, devices) in query {
-            if !self.is_local(user) {
-                // Remote keys need federation (issue 4).
-                failures.insert(
-                    user.server_name().to_string(),
-                    json!({ "status": 503, "message": "federation is not available" }),
-                );
-                continue;
+            if self.is_local(user) {
+                found.push((user.clone(), self.local_user_keys(user, devices, Some(requester)).await?));
+            } else {
+                remote.entry(user.server_name().to_owned()).or_default().insert(user.clone(), devices.clone());
             }
-            let signatures = self.store.signatures_on(user.as_str()).await?;
-            let mut out = Map::new();
-            for row in self.store.device_keys(user.as_str()).await? {
-                if !devices.is_empty() && !devices.iter().any(|d| d.as_str() == row.device_id) {
-                    continue;
+        }
+        let asked = futures::future::join_all(remote.into_iter().map(|(server, users)| async move {
+            let answer = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.query_remote_keys(&server, users)).await;
+            (server, answer)
+        }))
+        .await;
+        for (server, answer) in asked {
+            match answer {
+                Ok(Ok(users)) => {
+                    for (user, mut keys) in users {
+                        // Signatures the requester made on a remote master key are kept here.
+                        if let Some(master) = keys.master.as_mut() {
+                            self.merge_own_signatures(requester, &user, master).await?;
+                        }
+                        found.push((user, keys));
+                    }
                 }
-                let mut keys = parse_stored(&row.key_json);
-                for s in signatures.iter().filter(|s| s.target_key == row.device_id) {
-                    merge_signature(&mut keys, &s.signer_user_id, &s.signer_key_id, &s.signature);
+                Ok(Err(e)) => {
+                    failures.insert(server.to_string(), json!({ "status": e.status.as_u16(), "message": e.message }));
                 }
-                if let (Some(obj), Some(name)) = (keys.as_object_mut(), row.display_name) {
-                    obj.insert("unsigned".to_owned(), json!({ "device_display_name": name }));
+                Err(_) => {
+                    failures.insert(server.to_string(), json!({ "status": 504, "message": "timed out" }));
                 }
-                out.insert(row.device_id, keys);
             }
-            device_keys.insert(user.to_string(), Value::Object(out));
-
-            for key in self.store.cross_signing_keys(user.as_str()).await? {
-                let target = match key.key_type.as_str() {
-                    "master" => &mut master,
-                    "self_signing" => &mut self_signing,
-                    "user_signing" if user == requester => &mut user_signing,
-                    _ => continue,
-                };
-                let mut json = parse_stored(&key.key_json);
-                for s in signatures.iter().filter(|s| {
-                    s.target_key == key.public_key
-                        && (s.signer_user_id == user.as_str() || s.signer_user_id == requester.as_str())
-                }) {
-                    merge_signature(&mut json, &s.signer_user_id, &s.signer_key_id, &s.signature);
+        }
+        for (user, keys) in found {
+            device_keys.insert(user.to_string(), Value::Object(keys.devices));
+            for (target, key) in [
+                (&mut master, keys.master),
+                (&mut self_signing, keys.self_signing),
+                (&mut user_signing, keys.user_signing),
+            ] {
+                if let Some(key) = key {
+                    target.insert(user.to_string(), key);
                 }
-                target.insert(user.to_string(), json);
             }
         }
         Ok(json!({
@@ -288,35 +348,78 @@ impl Services {
         }))
     }
 
-    /// `/keys/claim`: one key per device and algorithm, a one-time key while there is
-    /// one, else the device's fallback key.
+    /// Adds to a remote user's master key the signatures `requester` made on it here.
+    async fn merge_own_signatures(&self, requester: &UserId, user: &UserId, master: &mut Value) -> Result<()> {
+        let public = master
+            .get("keys")
+            .and_then(Value::as_object)
+            .and_then(|k| k.values().next())
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let Some(public) = public else { return Ok(()) };
+        for s in self.store.signatures_on(user.as_str()).await? {
+            if s.target_key == public && s.signer_user_id == requester.as_str() {
+                merge_signature(master, &s.signer_user_id, &s.signer_key_id, &s.signature);
+            }
+        }
+        Ok(())
+    }
+
+    /// One key per device of a local user: a one-time key while there is one, else the
+    /// device's fallback key. Devices without either are left out.
+    pub async fn claim_local_keys(
+        &self,
+        user: &UserId,
+        devices: &BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>,
+    ) -> Result<Map<String, Value>> {
+        let mut by_device = Map::new();
+        for (device, algorithm) in devices {
+            let (u, d, a) = (user.as_str(), device.as_str(), algorithm.as_str());
+            let key = match self.store.claim_one_time_key(u, d, a).await? {
+                Some(k) => Some(k),
+                None => self.store.claim_fallback_key(u, d, a).await?,
+            };
+            if let Some((key_id, json)) = key {
+                by_device.insert(device.to_string(), json!({ format!("{a}:{key_id}"): parse_stored(&json) }));
+            }
+        }
+        Ok(by_device)
+    }
+
+    /// `/keys/claim`: local keys from the database, remote ones from their servers
+    /// (concurrently; failures by server).
     pub async fn claim_keys(
         &self,
         query: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
     ) -> Result<Value> {
         let mut failures = Map::new();
         let mut claimed = Map::new();
+        let mut remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>> =
+            BTreeMap::new();
         for (user, devices) in query {
             if !self.is_local(user) {
-                failures.insert(
-                    user.server_name().to_string(),
-                    json!({ "status": 503, "message": "federation is not available" }),
-                );
+                remote.entry(user.server_name().to_owned()).or_default().insert(user.clone(), devices.clone());
                 continue;
             }
-            let mut by_device = Map::new();
-            for (device, algorithm) in devices {
-                let (u, d, a) = (user.as_str(), device.as_str(), algorithm.as_str());
-                let key = match self.store.claim_one_time_key(u, d, a).await? {
-                    Some(k) => Some(k),
-                    None => self.store.claim_fallback_key(u, d, a).await?,
-                };
-                if let Some((key_id, json)) = key {
-                    by_device.insert(device.to_string(), json!({ format!("{a}:{key_id}"): parse_stored(&json) }));
-                }
-            }
+            let by_device = self.claim_local_keys(user, devices).await?;
             if !by_device.is_empty() {
                 claimed.insert(user.to_string(), Value::Object(by_device));
+            }
+        }
+        let asked = futures::future::join_all(remote.into_iter().map(|(server, users)| async move {
+            let answer = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.claim_remote_keys(&server, users)).await;
+            (server, answer)
+        }))
+        .await;
+        for (server, answer) in asked {
+            match answer {
+                Ok(Ok(users)) => claimed.extend(users),
+                Ok(Err(e)) => {
+                    failures.insert(server.to_string(), json!({ "status": e.status.as_u16(), "message": e.message }));
+                }
+                Err(_) => {
+                    failures.insert(server.to_string(), json!({ "status": 504, "message": "timed out" }));
+                }
             }
         }
         Ok(json!({ "failures": failures, "one_time_keys": claimed }))
@@ -374,6 +477,7 @@ impl Services {
         }
         let pos = self.store.set_cross_signing_keys(user.as_str(), &new).await?;
         self.notifier.advance(pos);
+        self.announce_signing_keys(user).await;
         Ok(())
     }
 
@@ -430,6 +534,16 @@ impl Services {
         let changes: Vec<(String, Option<String>)> = changes.into_iter().collect();
         if let Some(pos) = self.store.add_signatures(&rows, &changes).await? {
             self.notifier.advance(pos);
+            // Signatures on the user's own keys are public: other servers hear of them.
+            let own: BTreeSet<&str> = rows.iter().filter(|r| r.0 == user.as_str()).map(|r| r.1.as_str()).collect();
+            for key in &own {
+                if devices.contains_key(*key) {
+                    self.announce_device_update(user, key, pos, false).await;
+                }
+            }
+            if own.iter().any(|k| !devices.contains_key(*k)) {
+                self.announce_signing_keys(user).await;
+            }
         }
         Ok(json!({ "failures": failures }))
     }
@@ -443,17 +557,26 @@ impl Services {
         obj: &Value,
         own: &BTreeMap<String, (String, Value)>,
     ) -> Result<SignatureResult> {
-        if !self.is_local(target) {
-            return Ok(Err(failure(503, "M_UNKNOWN", "federation is not available")));
-        }
         let Some((user_signing, _)) = own.get("user_signing") else {
             return Ok(Err(failure(400, "M_INVALID_SIGNATURE", "you have no user-signing key")));
         };
-        let theirs = self.store.cross_signing_keys(target.as_str()).await?;
-        let Some(master) = theirs.iter().find(|k| k.key_type == "master" && k.public_key == key_id) else {
+        // A remote user's master key is asked of their server: the signature is checked
+        // against the key they publish, and kept here for the signer's eyes only.
+        let master = if self.is_local(target) {
+            let theirs = self.store.cross_signing_keys(target.as_str()).await?;
+            theirs.into_iter().find(|k| k.key_type == "master").map(|k| (k.public_key, parse_stored(&k.key_json)))
+        } else {
+            match tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.remote_master_key(target)).await {
+                Ok(Ok(master)) => master,
+                Ok(Err(e)) => return Ok(Err(failure(e.status.as_u16(), e.errcode, e.message))),
+                Err(_) => {
+                    return Ok(Err(failure(504, "M_UNKNOWN", format!("{} did not answer", target.server_name()))));
+                }
+            }
+        };
+        let Some((_, stored)) = master.filter(|(public, _)| public == key_id) else {
             return Ok(Err(failure(404, "M_NOT_FOUND", "only a user's current master key can be signed")));
         };
-        let stored = parse_stored(&master.key_json);
         if signed_content(obj) != signed_content(&stored) {
             return Ok(Err(failure(400, "M_INVALID_PARAM", "the signed key does not match the stored key")));
         }
@@ -470,8 +593,19 @@ impl Services {
     /// Removes the keys of deleted devices (all of the user's with `None`) and tells
     /// the users who share a room with them. Call it wherever devices are deleted.
     pub async fn forget_device_keys(&self, user: &UserId, device_ids: Option<&[String]>) -> Result<()> {
+        // The devices that had keys, for the other servers' copies of the device list.
+        let with_keys: Vec<String> = self
+            .store
+            .device_ids_with_keys(user.as_str())
+            .await?
+            .into_iter()
+            .filter(|d| device_ids.is_none_or(|ids| ids.contains(d)))
+            .collect();
         if let Some(pos) = self.store.delete_device_keys(user.as_str(), device_ids).await? {
             self.notifier.advance(pos);
+            for device in &with_keys {
+                self.announce_device_update(user, device, pos, true).await;
+            }
         }
         Ok(())
     }

@@ -43,6 +43,16 @@ impl EventTemplate {
 pub struct Txn {
     pub device_id: String,
     pub txn_id: String,
+    /// The request the transaction ID belongs to: a client may reuse an ID on another
+    /// path (another room, another event type), which is another request.
+    pub scope: String,
+}
+
+impl Txn {
+    /// The idempotency key: the transaction ID within its request path.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.scope, self.txn_id)
+    }
 }
 
 /// Where a new event attaches to its room.
@@ -66,7 +76,7 @@ impl Services {
         let lock = self.rooms.lock(room_id);
         let _guard = lock.lock().await;
         if let Some(txn) = &txn
-            && let Some(existing) = self.store.transaction_event(sender.as_str(), &txn.device_id, &txn.txn_id).await?
+            && let Some(existing) = self.store.transaction_event(sender.as_str(), &txn.device_id, &txn.key()).await?
         {
             return self.pdu(&existing).await?.ok_or_else(|| Error::internal("transaction", "event vanished"));
         }
@@ -81,40 +91,47 @@ impl Services {
         self.build_and_persist(room_id.to_owned(), &rules, sender, template, parents, txn).await
     }
 
-    /// The forward extremities of a room and the state after them.
+    /// The forward extremities of a room and the state after them (resolved, when
+    /// events from other servers forked the room).
     pub(super) async fn parents(&self, room_id: &RoomId) -> Result<Parents> {
         let extremities = self.store.forward_extremities(room_id.as_str()).await?;
         let mut depth = 0;
-        let mut chosen = None;
+        let mut groups = Vec::new();
         for id in &extremities {
             let row = self.store.event(id).await?.ok_or_else(|| Error::internal("extremity", id))?;
             let pdu = self.pdu(id).await?.ok_or_else(|| Error::internal("extremity", id))?;
             depth = depth.max(pdu.depth as i64);
-            // With one writer per room the extremity is unique; should forks arrive (over
-            // federation) the resolved state is computed there, and a fork's newest
-            // member carries it.
-            if chosen.as_ref().is_none_or(|(d, _)| *d <= pdu.depth) {
-                chosen = Some((pdu.depth, row.state_group));
+            if !groups.contains(&row.state_group) {
+                groups.push(row.state_group);
             }
         }
-        let (_, group) = chosen.ok_or_else(|| Error::not_found(format!("room {room_id} has no events")))?;
-        Ok(Parents {
-            prev_events: extremities,
-            depth: depth + 1,
-            state_group_before: group,
-            state_before: self.state_at_group(group).await?,
-        })
+        let (state_group_before, state_before) = match groups.as_slice() {
+            [] => return Err(Error::not_found(format!("room {room_id} has no events"))),
+            [one] => (*one, self.state_at_group(*one).await?),
+            _ => {
+                let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+                let rules = version_rules(&version)
+                    .ok_or_else(|| Error::internal("room version", format!("stored version {version} unsupported")))?;
+                let mut states = Vec::new();
+                for g in &groups {
+                    states.push(self.state_at_group(*g).await?);
+                }
+                let resolved = self.resolve_states(&rules, &states).await?;
+                let group = self.store.create_state_group(room_id.as_str(), &resolved).await?;
+                (group, Arc::new(resolved))
+            }
+        };
+        Ok(Parents { prev_events: extremities, depth: depth + 1, state_group_before, state_before })
     }
 
-    /// Builds, signs, authorises and persists an event whose parents are known.
-    pub(super) async fn build_and_persist(
+    /// Builds, signs and authorises (but does not persist) an event whose parents are known.
+    pub(super) async fn build_event(
         &self,
         room_id: OwnedRoomId,
         rules: &RoomVersionRules,
         sender: &UserId,
         template: EventTemplate,
-        parents: Parents,
-        txn: Option<Txn>,
+        parents: &Parents,
     ) -> Result<Arc<Pdu>> {
         let kind = TimelineEventType::from(template.kind.as_str());
         let content_raw =
@@ -147,7 +164,7 @@ impl Services {
             "origin_server_ts": now_ms(),
             "type": template.kind,
             "content": template.content,
-            "prev_events": parents.prev_events,
+            "prev_events": &parents.prev_events,
             "auth_events": auth_events,
             "depth": parents.depth,
         });
@@ -159,8 +176,45 @@ impl Services {
         }
         let (pdu, _) = self.sign_pdu(obj, rules, Some(&room_id))?;
         self.authorise(rules, &pdu, &parents.state_before).await?;
+        Ok(pdu)
+    }
+
+    /// Builds, signs, authorises and persists an event whose parents are known.
+    pub(super) async fn build_and_persist(
+        &self,
+        room_id: OwnedRoomId,
+        rules: &RoomVersionRules,
+        sender: &UserId,
+        template: EventTemplate,
+        parents: Parents,
+        txn: Option<Txn>,
+    ) -> Result<Arc<Pdu>> {
+        let pdu = self.build_event(room_id, rules, sender, template, &parents).await?;
+        self.persist_checked(rules, pdu, parents, sender, txn).await
+    }
+
+    /// Persists a local event built by [`build_event`](Self::build_event).
+    pub(super) async fn persist_checked(
+        &self,
+        rules: &RoomVersionRules,
+        pdu: Arc<Pdu>,
+        parents: Parents,
+        sender: &UserId,
+        txn: Option<Txn>,
+    ) -> Result<Arc<Pdu>> {
         let push_actions = self.push_actions_for(&pdu, &parents.state_before, rules).await?;
         self.persist_local(pdu, parents, sender, txn, push_actions).await
+    }
+
+    /// The rules of a room's version.
+    pub async fn rules_of(&self, room_id: &RoomId) -> Result<RoomVersionRules> {
+        let version = self
+            .store
+            .room_version(room_id.as_str())
+            .await?
+            .ok_or_else(|| Error::not_found(format!("unknown room {room_id}")))?;
+        version_rules(&version)
+            .ok_or_else(|| Error::internal("room version", format!("stored version {version} unsupported")))
     }
 
     /// Persists an already signed and authorised local PDU.
@@ -256,6 +310,42 @@ impl Services {
         txn: Option<Txn>,
         push_actions: Vec<crate::storage::PushAction>,
     ) -> Result<Arc<Pdu>> {
+        // Every server in the room, and the one a membership change concerns (a kicked
+        // server learns of its kick); an invited server got its invite directly.
+        let mut servers = self.room_servers(pdu.room_id.as_str()).await?;
+        if pdu.kind == TimelineEventType::RoomMember
+            && let Some(target) = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok())
+            && pdu.content_value().get("membership").and_then(Value::as_str) != Some("invite")
+        {
+            servers.push(target.server_name().to_owned());
+        }
+        let destinations = self.allowed_destinations(servers);
+        self.persist_pdu(pdu, parents, sender, txn, push_actions, destinations).await
+    }
+
+    /// Persists a checked event from another server; `fan_out` are servers to pass it on to.
+    pub(super) async fn persist_remote(
+        &self,
+        pdu: Arc<Pdu>,
+        parents: Parents,
+        sender: &UserId,
+        push_actions: Vec<crate::storage::PushAction>,
+        fan_out: Vec<String>,
+    ) -> Result<Arc<Pdu>> {
+        let destinations =
+            self.allowed_destinations(fan_out.iter().filter_map(|s| ruma::OwnedServerName::try_from(s.as_str()).ok()));
+        self.persist_pdu(pdu, parents, sender, None, push_actions, destinations).await
+    }
+
+    async fn persist_pdu(
+        &self,
+        pdu: Arc<Pdu>,
+        parents: Parents,
+        sender: &UserId,
+        txn: Option<Txn>,
+        push_actions: Vec<crate::storage::PushAction>,
+        destinations: Vec<ruma::OwnedServerName>,
+    ) -> Result<Arc<Pdu>> {
         let key = pdu.state_key.clone().map(|k| (pdu.kind.to_string(), k));
         let replaces_state = key.as_ref().and_then(|k| parents.state_before.get(k).cloned());
         let content = pdu.content_value();
@@ -284,13 +374,16 @@ impl Services {
             rel_type: relation.as_ref().map(|r| r.0.clone()),
             relates_to: relation.map(|r| r.1),
             redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+            txn_key: txn.as_ref().map(Txn::key),
             txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
             push_actions,
             search_text: search_text(&pdu.kind.to_string(), &content),
+            destinations: destinations.iter().map(|d| d.to_string()).collect(),
         };
         let (pos, _group) = self.store.persist_event(&new).await?;
         self.rooms.cache_pdu(pdu.clone());
         self.notifier.advance(pos);
+        self.senders.wake(&destinations);
         crate::push::deliver(self.store.clone(), self.http.clone(), pdu.clone(), new.push_actions);
         Ok(pdu)
     }

@@ -88,7 +88,7 @@ impl Services {
             return Err(Error::room_in_use("room ID collision; try again"));
         }
         let lock = self.rooms.lock(&room_id);
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
         let empty = self.store.create_state_group(room_id.as_str(), &StateMap::new()).await?;
         let parents = Parents {
             prev_events: vec![],
@@ -165,7 +165,7 @@ impl Services {
                 json!({ "topic": topic, "m.topic": [{ "mimetype": "text/plain", "body": topic }] }),
             ));
         }
-        for user in &req.invite {
+        for user in req.invite.iter().filter(|u| self.is_local(u)) {
             let mut content = json!({ "membership": "invite" });
             if req.is_direct {
                 content["is_direct"] = true.into();
@@ -181,6 +181,18 @@ impl Services {
         }
         if let Some(alias) = alias {
             self.store.create_alias(alias.as_str(), room_id.as_str(), creator.as_str()).await?;
+        }
+        drop(guard);
+        // Users of other servers are invited through their servers, once the room exists;
+        // one that cannot be reached does not undo the room.
+        for user in req.invite.iter().filter(|u| !self.is_local(u)) {
+            let mut content = json!({ "membership": "invite" });
+            if req.is_direct {
+                content["is_direct"] = true.into();
+            }
+            if let Err(e) = self.invite_remote(&room_id, creator, user, content).await {
+                tracing::warn!(%room_id, %user, error = %e.message, "cannot invite a user of another server");
+            }
         }
         Ok(room_id)
     }

@@ -22,6 +22,12 @@ pub enum MembershipAction {
 impl Services {
     /// Resolves `#alias:server` or `!room:server` to a room ID known here.
     pub async fn resolve_room(&self, id_or_alias: &str) -> Result<OwnedRoomId> {
+        if let Ok(alias) = ruma::RoomAliasId::parse(id_or_alias)
+            && alias.server_name() != self.server_name()
+        {
+            // Another server's alias: its server knows it (federation/queries.rs).
+            return Ok(self.resolve_alias(&alias).await?.0);
+        }
         if id_or_alias.starts_with('#') {
             let (room, _) = self
                 .store
@@ -36,13 +42,29 @@ impl Services {
 
     /// The user joins a room (by the room's own rules: invite, public, ...).
     pub async fn join_room(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
-        if self.store.room_version(room_id.as_str()).await?.is_none() {
-            return Err(Error::not_found(format!("room {room_id} is not known to this server")));
-        }
+        self.join_room_via(room_id, user, reason, &[]).await
+    }
+
+    /// Joins a room, through one of `via` (or the inviter's server, or the room ID's)
+    /// when no local user is in it.
+    pub async fn join_room_via(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<()> {
         if self.store.membership(room_id.as_str(), user.as_str()).await?.as_deref() == Some("join") {
             return Ok(());
         }
         self.check_room_not_blocked(room_id).await?;
+        if !self.is_resident(room_id, None).await? {
+            let known = self.store.room_version(room_id.as_str()).await?.is_some();
+            if !known && via.is_empty() && room_id.server_name().is_none_or(|s| s == self.server_name()) {
+                return Err(Error::not_found(format!("room {room_id} is not known to this server")));
+            }
+            return self.join_remote(room_id, user, via, reason).await;
+        }
         let mut content = self.member_content(user, "join").await?;
         if let Some(r) = reason {
             content["reason"] = r.into();
@@ -79,6 +101,9 @@ impl Services {
                 }
             }
             MembershipAction::Leave => {
+                if matches!(current.as_deref(), Some("invite" | "knock")) && !self.is_resident(room_id, None).await? {
+                    return self.leave_remote(room_id, target, reason).await;
+                }
                 if current.is_none() || current.as_deref() == Some("leave") {
                     // Leaving a room one is not in is a no-op, as in Synapse.
                     return match current {
@@ -113,13 +138,16 @@ impl Services {
         if is_direct {
             content["is_direct"] = true.into();
         }
+        if matches!(action, MembershipAction::Invite) && !self.is_local(target) {
+            return self.invite_remote(room_id, sender, target, content).await;
+        }
         self.append_event(room_id, sender, EventTemplate::state("m.room.member", target.as_str(), content), None)
             .await?;
         Ok(())
     }
 
     /// `{"membership": m, "displayname": .., "avatar_url": ..}` from the user's profile.
-    async fn member_content(&self, user: &UserId, membership: &str) -> Result<Value> {
+    pub(super) async fn member_content(&self, user: &UserId, membership: &str) -> Result<Value> {
         let mut content = json!({ "membership": membership });
         if let Some(p) = self.store.user(user.as_str()).await? {
             if let Some(n) = p.displayname {

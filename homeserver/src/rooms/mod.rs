@@ -2,9 +2,13 @@
 
 mod append;
 mod create;
+mod ingest;
 mod membership;
 mod pdu;
 mod read;
+mod remote;
+mod resident;
+mod resolve;
 mod visibility;
 
 use std::{
@@ -17,6 +21,7 @@ use ruma::{OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules};
 pub use self::{
     append::{EventTemplate, Txn},
     create::{CreateRoom, random_device_id, random_localpart},
+    ingest::{Ingested, servers_of},
     membership::MembershipAction,
     pdu::Pdu,
     read::ClientEventOptions,

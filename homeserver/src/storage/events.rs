@@ -76,10 +76,14 @@ pub struct NewEvent {
     pub redacts: Option<String>,
     /// `(user, device, txn_id)` for client-sent events.
     pub txn: Option<(String, String, String)>,
+    /// The idempotency key of `txn` (its ID within the request path).
+    pub txn_key: Option<String>,
     /// The notifications this event produces for local users.
     pub push_actions: Vec<super::PushAction>,
     /// Lower-cased text that `/search` matches (a message body, a name or topic).
     pub search_text: Option<String>,
+    /// Servers to send this event to, queued in the same transaction.
+    pub destinations: Vec<String>,
 }
 
 /// Longest chain of deltas before a full snapshot is written.
@@ -139,16 +143,17 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some((user, device, txn_id)) = &ev.txn {
+        if let (Some((user, device, _)), Some(key)) = (&ev.txn, &ev.txn_key) {
             sqlx::query("INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
                 .bind(user)
                 .bind(device)
-                .bind(txn_id)
+                .bind(key)
                 .bind(&ev.event_id)
                 .execute(&mut *tx)
                 .await?;
         }
         Self::insert_push_actions(&mut tx, &ev.event_id, &ev.room_id, &ev.push_actions).await?;
+        Self::queue_in_tx(&mut tx, &ev.destinations, super::QUEUE_PDU, &ev.pdu_json).await?;
         let pos = Self::next_counter(&mut tx, "stream").await?;
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
@@ -264,12 +269,36 @@ impl Store {
         Ok(state)
     }
 
+    /// An event by ID: from a timeline, or else an outlier (with stream ordering and
+    /// state groups 0, as it has neither).
     pub async fn event(&self, event_id: &str) -> sqlx::Result<Option<EventRow>> {
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1")))
             .bind(event_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(event_row).transpose()
+        if let Some(row) = row {
+            return event_row(&row).map(Some);
+        }
+        let outlier = sqlx::query("SELECT room_id, pdu_json FROM outliers WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        outlier
+            .map(|r| {
+                Ok(EventRow {
+                    stream_ordering: 0,
+                    event_id: event_id.to_owned(),
+                    room_id: r.try_get(0)?,
+                    pdu_json: r.try_get(1)?,
+                    redacted_by: None,
+                    replaces_state: None,
+                    txn_device: None,
+                    txn_id: None,
+                    state_group_before: 0,
+                    state_group: 0,
+                })
+            })
+            .transpose()
     }
 
     /// The event with the highest stream ordering at or below `pos` in a room.

@@ -8,10 +8,13 @@
 mod account;
 mod admin;
 mod events;
+mod federation;
 mod keys;
 pub mod media;
 mod push;
+mod remote_devices;
 mod rooms;
+mod server_keys;
 mod sliding;
 mod streams;
 mod users;
@@ -32,7 +35,9 @@ pub use self::{
         UserFilter,
     },
     events::{EventRow, NewEvent, StateDelta, StateMap},
+    federation::{QUEUE_EDU, QUEUE_PDU, QueueItem},
     push::{NotificationRow, PushAction},
+    server_keys::ServerKeyRow,
     streams::{ReceiptRow, ToDeviceRow},
     users::{DeviceRow, UserRow},
 };

@@ -90,6 +90,7 @@ storage_tests!(
     admin_purge_keeps_state_and_the_latest_event,
     admin_audit_is_append_only,
     a_newer_schema_is_refused,
+    server_signing_keys_and_documents,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -116,8 +117,10 @@ fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str
         relates_to: None,
         redacts: None,
         txn: None,
+        txn_key: None,
         push_actions: vec![],
         search_text: None,
+        destinations: vec![],
     }
 }
 
@@ -197,6 +200,7 @@ async fn transactions_and_redactions(store: &Store) {
     let g = store.create_state_group("!r:x", &StateMap::new()).await.unwrap();
     let mut e = event(1, "!r:x", None, g, None);
     e.txn = Some(("@a:x".into(), "DEV".into(), "txn1".into()));
+    e.txn_key = Some("txn1".into());
     store.persist_event(&e).await.unwrap();
     assert_eq!(store.transaction_event("@a:x", "DEV", "txn1").await.unwrap().as_deref(), Some("$e1"));
     assert_eq!(store.transaction_event("@a:x", "OTHER", "txn1").await.unwrap(), None);
@@ -674,6 +678,7 @@ async fn admin_purge_keeps_state_and_the_latest_event(store: &Store) {
     for n in 2..=6 {
         let mut e = event(n, "!r:x", Some(&prev), g1, None);
         e.txn = Some(("@a:x".into(), "D".into(), format!("t{n}")));
+        e.txn_key = Some(format!("t{n}"));
         store.persist_event(&e).await.unwrap();
         prev = e.event_id;
     }
@@ -750,4 +755,23 @@ async fn a_newer_schema_is_refused(store: &Store) {
     .unwrap();
     let err = store.migrate().await.unwrap_err().to_string();
     assert!(err.contains("schema version 999") && err.contains("newer"), "{err}");
+}
+
+async fn server_signing_keys_and_documents(store: &Store) {
+    let key = |id: &str, until: i64, expired: Option<i64>| ServerKeyRow {
+        key_id: id.to_owned(),
+        public_key: format!("pk-{id}"),
+        valid_until_ts: until,
+        expired_ts: expired,
+    };
+    assert!(store.server_signing_keys("remote.example").await.unwrap().is_empty());
+    assert_eq!(store.server_key_document("remote.example").await.unwrap(), None);
+    store.put_server_keys("remote.example", "{\"v\":1}", 100, 10, &[key("ed25519:a", 100, None)]).await.unwrap();
+    // A rotation: the new key is current, the old one is kept as expired.
+    let keys = [key("ed25519:b", 200, None), key("ed25519:a", 150, Some(150))];
+    store.put_server_keys("remote.example", "{\"v\":2}", 200, 20, &keys).await.unwrap();
+    let rows = store.server_signing_keys("remote.example").await.unwrap();
+    assert_eq!(rows, vec![key("ed25519:a", 150, Some(150)), key("ed25519:b", 200, None)]);
+    assert_eq!(store.server_key_document("remote.example").await.unwrap(), Some(("{\"v\":2}".to_owned(), 200)));
+    assert!(store.server_signing_keys("other.example").await.unwrap().is_empty());
 }

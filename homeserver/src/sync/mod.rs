@@ -288,6 +288,21 @@ impl Services {
     async fn invite_state(&self, invite: &EventRow, user: &UserId) -> Result<Vec<Value>> {
         let state = self.state_at_group(invite.state_group).await?;
         let mut events = Vec::new();
+        // An invite from another server to a room this server is not in: what the
+        // inviting server showed of the room, and the invite itself.
+        if let Some(stripped) = self.store.invite_stripped_state(&invite.room_id, user.as_str()).await?
+            && let Ok(Value::Array(shown)) = serde_json::from_str::<Value>(&stripped)
+            && !self
+                .is_resident(&RoomId::parse(&invite.room_id).map_err(|e| Error::internal("room id", e))?, None)
+                .await?
+        {
+            events
+                .extend(shown.into_iter().filter(|e| e["type"] != "m.room.member" || e["state_key"] != user.as_str()));
+            if let Some(p) = self.pdu(&invite.event_id).await? {
+                events.push(json!({ "type": "m.room.member", "state_key": user, "content": p.content_value(), "sender": p.sender }));
+            }
+            return Ok(events);
+        }
         for ((t, k), id) in state.iter() {
             let stripped = matches!(
                 t.as_str(),

@@ -37,6 +37,10 @@ impl Notifier {
         self.stop.notify_waiters();
     }
 
+    pub fn is_shut_down(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// Resolves once the server is shutting down.
     pub async fn stopped(&self) {
         let notified = self.stop.notified();

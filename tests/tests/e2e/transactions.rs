@@ -32,3 +32,25 @@ async fn retried_transaction_id_is_idempotent() -> anyhow::Result<()> {
     ensure!(count(&timeline) == 2, "{} copies after the second device's send, expected 2", count(&timeline));
     Ok(())
 }
+
+/// A transaction ID belongs to its request path (as in Synapse): the same ID used in
+/// another room is another request, not a retry. Clients that number their transactions
+/// per room (the Synapse interop test found this) would otherwise lose messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_id_is_scoped_to_the_room() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default()).await?;
+    server.create_users(&["alice"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let first_room = alice.create_room(&json!({ "preset": "private_chat" })).await?;
+    let second_room = alice.create_room(&json!({ "preset": "private_chat" })).await?;
+
+    let first = alice.send_text_ok(&first_room, "txn-1", "in the first room").await?;
+    let second = alice.send_text_ok(&second_room, "txn-1", "in the second room").await?;
+    ensure!(first != second, "the second room's send was taken for a retry of the first: {first}");
+    let timeline = paginate(&alice, &second_room, "b", 100).await?;
+    ensure!(
+        timeline.iter().any(|e| e["event_id"] == second.as_str() && e["content"]["body"] == "in the second room"),
+        "the second room lacks its message"
+    );
+    Ok(())
+}

@@ -44,13 +44,11 @@ async fn put_alias(state: AppState, req: Ruma<create_alias::v3::Request>) -> Res
 }
 
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
+///
+/// Another server's alias is asked of that server (`query/directory`).
 async fn get_alias(state: AppState, req: Ruma<get_alias::v3::Request>) -> Result<Json<Value>> {
-    let (room_id, _) = state
-        .store
-        .alias(req.body.room_alias.as_str())
-        .await?
-        .ok_or_else(|| Error::not_found(format!("room alias {} not found", req.body.room_alias)))?;
-    Ok(Json(json!({ "room_id": room_id, "servers": [state.server_name()] })))
+    let (room_id, servers) = state.resolve_alias(&req.body.room_alias).await?;
+    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}

@@ -48,7 +48,11 @@ async fn send(state: AppState, req: Ruma<send_message_event::v3::Request>) -> Re
     state.require_joined(&b.room_id, &auth.user).await?;
     // The spec leaves /send unlimited; an office server limits it as Synapse does (rc_message).
     state.limiter.check(crate::ratelimit::LimitClass::Action, auth.user.as_str())?;
-    let txn = Txn { device_id: auth.device.clone(), txn_id: b.txn_id.to_string() };
+    let txn = Txn {
+        device_id: auth.device.clone(),
+        txn_id: b.txn_id.to_string(),
+        scope: format!("send/{}/{}", b.room_id, b.event_type),
+    };
     let pdu = state
         .append_event(&b.room_id, &auth.user, EventTemplate::message(b.event_type.to_string(), content), Some(txn))
         .await?;
@@ -73,7 +77,11 @@ async fn redact(state: AppState, req: Ruma<redact_event::v3::Request>) -> Result
     } else {
         template.redacts = Some(b.event_id.clone());
     }
-    let txn = Txn { device_id: auth.device.clone(), txn_id: b.txn_id.to_string() };
+    let txn = Txn {
+        device_id: auth.device.clone(),
+        txn_id: b.txn_id.to_string(),
+        scope: format!("redact/{}/{}", b.room_id, b.event_id),
+    };
     let pdu = state.append_event(&b.room_id, &auth.user, template, Some(txn)).await?;
     Ok(Json(json!({ "event_id": pdu.event_id })))
 }

@@ -35,7 +35,11 @@ async fn join_by_id(state: AppState, req: Ruma<join_room_by_id::v3::Request>) ->
 /// POST /_matrix/client/v3/join/{roomIdOrAlias}
 async fn join_by_id_or_alias(state: AppState, req: Ruma<join_room_by_id_or_alias::v3::Request>) -> Result<Json<Value>> {
     let room_id = state.resolve_room(req.body.room_id_or_alias.as_str()).await?;
-    state.join_room(&room_id, req.user()?, req.body.reason.clone()).await?;
+    let mut via = req.body.via.clone();
+    if let Ok(alias) = ruma::RoomAliasId::parse(req.body.room_id_or_alias.as_str()) {
+        via.push(alias.server_name().to_owned());
+    }
+    state.join_room_via(&room_id, req.user()?, req.body.reason.clone(), &via).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }
 

@@ -31,14 +31,22 @@ async fn profile_json(state: &Services, user: &ruma::UserId) -> Result<Value> {
 }
 
 /// GET /_matrix/client/v3/profile/{userId}
+///
+/// A remote user's profile is asked of their server (`query/profile`).
 async fn profile(state: AppState, req: Ruma<get_profile::v3::Request>) -> Result<Json<Value>> {
+    if !state.is_local(&req.body.user_id) {
+        return Ok(Json(Value::Object(state.profile(&req.body.user_id, None).await?)));
+    }
     Ok(Json(profile_json(&state, &req.body.user_id).await?))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/{keyName}
 async fn field(state: AppState, req: Ruma<get_profile_field::v3::Request>) -> Result<Json<Value>> {
-    let p = profile_json(&state, &req.body.user_id).await?;
     let name = req.body.field.to_string();
+    let p = match state.is_local(&req.body.user_id) {
+        true => profile_json(&state, &req.body.user_id).await?,
+        false => Value::Object(state.profile(&req.body.user_id, Some(&name)).await?),
+    };
     match p.get(&name) {
         Some(v) => Ok(Json(json!({ name: v }))),
         None => Err(Error::not_found(format!("{name} is not set"))),

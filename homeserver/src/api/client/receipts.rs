@@ -47,6 +47,9 @@ async fn record_receipt(
     } else {
         let pos = state.store.put_receipt(room.as_str(), rtype, user.as_str(), thread, event_id, now_ms()).await?;
         state.notifier.advance(pos);
+        if rtype == "m.read" {
+            state.send_receipt_edu(room, user, event_id, thread).await?;
+        }
     }
     Ok(())
 }
@@ -97,6 +100,7 @@ async fn typing(state: AppState, req: Ruma<create_typing_event::v3::Request>) ->
     let serial = state.notifier.current().typing + 1;
     if state.typing.set(b.room_id.as_str(), user.as_str(), timeout, || serial) {
         state.notifier.bump_typing();
+        state.send_typing_edu(&b.room_id, user, timeout.is_some()).await?;
     }
     Ok(Json(json!({})))
 }
@@ -112,6 +116,7 @@ async fn put_presence(state: AppState, req: Ruma<set_presence::v3::Request>) -> 
         .set_presence(user.as_str(), req.body.presence.as_str(), req.body.status_msg.as_deref(), now_ms())
         .await?;
     state.notifier.advance(pos);
+    state.send_presence_edu(user, req.body.presence.as_str(), req.body.status_msg.as_deref()).await?;
     Ok(Json(json!({})))
 }
 

@@ -1,7 +1,9 @@
 //! PUT /sendToDevice: direct messages to devices, delivered through /sync.
 
+use std::collections::BTreeMap;
+
 use axum::{Json, Router};
-use ruma::{api::client::to_device::send_event_to_device, to_device::DeviceIdOrAllDevices};
+use ruma::{OwnedUserId, api::client::to_device::send_event_to_device, to_device::DeviceIdOrAllDevices};
 use serde_json::{Value, json};
 
 use crate::{
@@ -19,9 +21,15 @@ async fn send(state: AppState, req: Ruma<send_event_to_device::v3::Request>) -> 
     let auth = req.auth()?;
     let b = &req.body;
     let mut messages = Vec::new();
+    let mut remote: BTreeMap<OwnedUserId, BTreeMap<String, Value>> = BTreeMap::new();
     for (user, devices) in &b.messages {
         if !state.is_local(user) {
-            // Remote delivery is federation's (issue 4).
+            // Their server delivers them (`m.direct_to_device`), once this transaction is new.
+            let entry = remote.entry(user.clone()).or_default();
+            for (device, content) in devices {
+                let content: Value = serde_json::from_str(content.json().get()).unwrap_or_default();
+                entry.insert(device.to_string(), content);
+            }
             continue;
         }
         for (device, content) in devices {
@@ -37,8 +45,12 @@ async fn send(state: AppState, req: Ruma<send_event_to_device::v3::Request>) -> 
         }
     }
     let (user, device, txn) = (auth.user.as_str(), auth.device.as_str(), b.txn_id.as_str());
-    if let Some(pos) = state.store.put_to_device(user, device, txn, &b.event_type.to_string(), &messages).await? {
+    let event_type = b.event_type.to_string();
+    if let Some(pos) = state.store.put_to_device(user, device, txn, &event_type, &messages).await? {
         state.notifier.advance(pos);
+        if !remote.is_empty() {
+            state.send_remote_to_device(&auth.user, device, txn, &event_type, remote).await?;
+        }
     }
     Ok(Json(json!({})))
 }

@@ -1,0 +1,66 @@
+//! Joining, leaving and inviting across servers: `make_join`/`send_join`,
+//! `make_leave`/`send_leave`, `invite`. The rules live in `rooms::resident`.
+
+use axum::{Json, Router};
+use ruma::api::federation::membership::{
+    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+};
+use serde_json::{Value, json};
+
+use crate::{
+    api::{Ruma, ruma_io::RouterExt},
+    error::Result,
+    services::AppState,
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().ruma(make_join).ruma(send_join).ruma(make_leave).ruma(send_leave).ruma(invite)
+}
+
+/// GET /_matrix/federation/v1/make_join/{roomId}/{userId}
+async fn make_join(state: AppState, req: Ruma<prepare_join_event::v1::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    let (version, event) = state.make_membership(origin, &b.room_id, &b.user_id, "join", &b.ver).await?;
+    Ok(Json(json!({ "room_version": version, "event": event })))
+}
+
+/// PUT /_matrix/federation/v2/send_join/{roomId}/{eventId}
+async fn send_join(state: AppState, req: Ruma<create_join_event::v2::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    let joined = state.receive_membership(origin, &b.room_id, &b.event_id, &b.pdu, "join").await?;
+    Ok(Json(json!({
+        "origin": state.server_name(),
+        "members_omitted": false,
+        "state": joined.state,
+        "auth_chain": joined.auth_chain,
+        "event": joined.event,
+        "servers_in_room": joined.servers_in_room,
+    })))
+}
+
+/// GET /_matrix/federation/v1/make_leave/{roomId}/{userId}
+async fn make_leave(state: AppState, req: Ruma<prepare_leave_event::v1::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    let (version, event) = state.make_membership(origin, &b.room_id, &b.user_id, "leave", &[]).await?;
+    Ok(Json(json!({ "room_version": version, "event": event })))
+}
+
+/// PUT /_matrix/federation/v2/send_leave/{roomId}/{eventId}
+async fn send_leave(state: AppState, req: Ruma<create_leave_event::v2::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    state.receive_membership(origin, &b.room_id, &b.event_id, &b.pdu, "leave").await?;
+    Ok(Json(json!({})))
+}
+
+/// PUT /_matrix/federation/v2/invite/{roomId}/{eventId}
+async fn invite(state: AppState, req: Ruma<create_invite::v2::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    let event =
+        state.receive_invite(origin, &b.room_id, &b.event_id, &b.room_version, &b.event, &b.invite_room_state).await?;
+    Ok(Json(json!({ "event": event })))
+}

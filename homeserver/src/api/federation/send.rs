@@ -1,0 +1,60 @@
+//! Incoming transactions (`/send/{txnId}`): PDUs into rooms, EDUs to their services.
+
+use std::collections::BTreeMap;
+
+use axum::{Json, Router};
+use ruma::api::federation::transactions::send_transaction_message;
+use serde_json::{Value, json};
+
+use crate::{
+    api::{Ruma, ruma_io::RouterExt},
+    error::{Error, Result},
+    rooms::Ingested,
+    services::{AppState, now_ms},
+};
+
+pub fn routes() -> Router<AppState> {
+    Router::new().ruma(send_transaction)
+}
+
+/// PUT /_matrix/federation/v1/send/{txnId}
+///
+/// Each PDU gets its own result; a PDU that fails does not fail the transaction (the
+/// sender would only resend it). A transaction seen before is acknowledged again
+/// without being processed twice.
+async fn send_transaction(state: AppState, req: Ruma<send_transaction_message::v1::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    if b.origin != origin {
+        return Err(Error::forbidden(format!("transaction claims origin {} but was signed by {origin}", b.origin)));
+    }
+    if b.pdus.len() > 50 || b.edus.len() > 100 {
+        return Err(Error::bad_json("a transaction carries at most 50 PDUs and 100 EDUs"));
+    }
+    // The sender is up: whatever this server has queued for it goes now.
+    state.senders.server_is_up(origin);
+    if state.store.received_txn(origin.as_str(), b.transaction_id.as_str()).await? {
+        return Ok(Json(json!({ "pdus": {} })));
+    }
+    let mut results = BTreeMap::new();
+    for pdu in &b.pdus {
+        match state.ingest_pdu(origin, pdu).await {
+            Ok((event_id, outcome)) => {
+                let result = match outcome {
+                    Ingested::Accepted(_) | Ingested::AlreadyKnown | Ingested::SoftFailed(_) => json!({}),
+                    Ingested::Rejected(reason) => json!({ "error": reason }),
+                };
+                results.insert(event_id.to_string(), result);
+            }
+            Err(e) => tracing::info!(%origin, error = %e.message, "dropped a PDU of a transaction"),
+        }
+    }
+    for edu in &b.edus {
+        let Ok(edu) = edu.deserialize_as_unchecked::<Value>() else { continue };
+        if let Err(e) = state.handle_edu(origin, &edu).await {
+            tracing::info!(%origin, error = %e.message, "dropped an EDU");
+        }
+    }
+    state.store.record_received_txn(origin.as_str(), b.transaction_id.as_str(), now_ms()).await?;
+    Ok(Json(json!({ "pdus": results })))
+}

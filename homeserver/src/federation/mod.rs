@@ -1,0 +1,15 @@
+//! Talking to other homeservers: discovery, TLS, signed requests, remote signing keys
+//! (`client`, `server_keys`), and the durable per-destination queue of what this server
+//! sends them (`queue`).
+
+mod client;
+mod devices;
+mod edu;
+pub mod history;
+mod queries;
+pub mod queue;
+pub mod resolve;
+mod server_keys;
+pub mod tls;
+
+pub use self::client::Federation;

@@ -1,0 +1,293 @@
+//! Membership across servers, from this server's side: a local user joins or leaves a
+//! room this server is not in (make_join/send_join, make_leave/send_leave through a
+//! resident server), or invites a user of another server (invite v2).
+
+use std::sync::Arc;
+
+use ruma::{
+    OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
+    api::federation::membership::{
+        RawStrippedState, create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    },
+    room_version_rules::RoomVersionRules,
+};
+use serde_json::{Value, value::RawValue};
+
+use super::{EventTemplate, Pdu, SUPPORTED_VERSIONS, StateMap, append::Parents, version_rules};
+use crate::{
+    error::{Error, Result},
+    services::{Services, now_ms},
+};
+
+/// State types another server is shown with an invite (the spec's recommended set).
+const INVITE_STATE_TYPES: [&str; 7] = [
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+impl Services {
+    /// Whether a local user other than `except` is joined: this server then holds the
+    /// room's current state and can add events itself.
+    pub async fn is_resident(&self, room_id: &RoomId, except: Option<&UserId>) -> Result<bool> {
+        Ok(self
+            .store
+            .joined_members(room_id.as_str())
+            .await?
+            .iter()
+            .any(|u| UserId::parse(u.as_str()).is_ok_and(|u| self.is_local(&u) && except.is_none_or(|e| e != u))))
+    }
+
+    /// Servers to ask about a room: those given, the inviter's, the room ID's.
+    pub async fn candidate_servers(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+    ) -> Result<Vec<OwnedServerName>> {
+        let mut servers: Vec<OwnedServerName> = via.to_vec();
+        if let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await?
+            && let Some(p) = self.pdu(&id).await?
+        {
+            servers.push(p.sender.server_name().to_owned());
+        }
+        if let Some(server) = room_id.server_name() {
+            servers.push(server.to_owned());
+        }
+        let mut seen = Vec::new();
+        servers.retain(|s| {
+            s != self.server_name() && !seen.contains(s) && {
+                seen.push(s.clone());
+                true
+            }
+        });
+        Ok(servers)
+    }
+
+    /// A local user joins a room through a server that is in it.
+    pub async fn join_remote(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+        reason: Option<String>,
+    ) -> Result<()> {
+        let servers = self.candidate_servers(room_id, user, via).await?;
+        let mut last = Error::not_found(format!("no server in room {room_id} is known to join it through"));
+        for server in servers {
+            match self.join_through(&server, room_id, user, reason.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, %room_id, error = %e.message, "remote join failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn join_through(
+        &self,
+        server: &ruma::ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = SUPPORTED_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
+        let made = self.send_federation_request(server, request).await?;
+        let version = made.room_version.map(|v| v.to_string()).unwrap_or_else(|| "1".to_owned());
+        let rules = version_rules(&version).ok_or_else(|| Error::unsupported_room_version(version.clone()))?;
+        let mut content = self.member_content(user, "join").await?;
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        let pdu = self.fill_template(made.event.get(), user, content, &rules, room_id)?;
+
+        let request = create_join_event::v2::Request::new(room_id.to_owned(), pdu.event_id.clone(), raw(&pdu)?);
+        let joined = self.send_federation_request(server, request).await?.room_state;
+        // The resident server may have countersigned the event (restricted rooms).
+        let pdu = match &joined.event {
+            Some(event) => match self.verify_received_copy(event, &pdu, &rules).await {
+                Some(p) => p,
+                None => pdu,
+            },
+            None => pdu,
+        };
+        for event in &joined.auth_chain {
+            self.store_outlier(event, room_id, &rules, None).await?;
+        }
+        let mut state = StateMap::new();
+        for event in &joined.state {
+            if let Some(p) = self.store_outlier(event, room_id, &rules, None).await?
+                && let Some(k) = &p.state_key
+            {
+                state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
+            }
+        }
+        let create_id = state
+            .get(&("m.room.create".to_owned(), String::new()))
+            .ok_or_else(|| Error::bad_json(format!("{server} sent the room's state without its create event")))?;
+        let create = self.pdu(create_id).await?.ok_or_else(|| Error::internal("create event", create_id))?;
+        self.store.create_room_row(room_id.as_str(), &version, create.sender.as_str(), false, now_ms()).await?;
+
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
+        self.authorise(&rules, &pdu, &state).await?;
+        let group = self.store.create_state_group(room_id.as_str(), &state).await?;
+        let parents = Parents {
+            prev_events: pdu.prev_events.iter().map(|e| e.to_string()).collect(),
+            depth: pdu.depth as i64,
+            state_group_before: group,
+            state_before: Arc::new(state.clone()),
+        };
+        let pdu = self.persist_remote(pdu, parents, user, vec![], vec![]).await?;
+        state.insert(("m.room.member".to_owned(), user.to_string()), pdu.event_id.to_string());
+        self.set_current_state(room_id, &state, Some(&[pdu.event_id.to_string()])).await?;
+        self.store.unforget_room(user.as_str(), room_id.as_str()).await?;
+        tracing::info!(%room_id, %server, %user, "joined a room over federation");
+        Ok(())
+    }
+
+    /// A local user leaves (or declines an invite to) a room this server is not in.
+    pub async fn leave_remote(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
+        let servers = self.candidate_servers(room_id, user, &[]).await?;
+        let mut last = Error::not_found(format!("no server in room {room_id} is known to leave it through"));
+        for server in servers {
+            match self.leave_through(&server, room_id, user, reason.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, %room_id, error = %e.message, "remote leave failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn leave_through(
+        &self,
+        server: &ruma::ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let made = self
+            .send_federation_request(server, prepare_leave_event::v1::Request::new(room_id.to_owned(), user.to_owned()))
+            .await?;
+        let rules = self.rules_of(room_id).await?;
+        let mut content = serde_json::json!({ "membership": "leave" });
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        let pdu = self.fill_template(made.event.get(), user, content, &rules, room_id)?;
+        let request = create_leave_event::v2::Request::new(room_id.to_owned(), pdu.event_id.clone(), raw(&pdu)?);
+        self.send_federation_request(server, request).await?;
+
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
+        let mut state = self.store.current_state(room_id.as_str()).await?;
+        let group = self.store.create_state_group(room_id.as_str(), &state).await?;
+        let parents = Parents {
+            prev_events: pdu.prev_events.iter().map(|e| e.to_string()).collect(),
+            depth: pdu.depth as i64,
+            state_group_before: group,
+            state_before: Arc::new(state.clone()),
+        };
+        let pdu = self.persist_remote(pdu, parents, user, vec![], vec![]).await?;
+        state.insert(("m.room.member".to_owned(), user.to_string()), pdu.event_id.to_string());
+        self.set_current_state(room_id, &state, Some(&[pdu.event_id.to_string()])).await?;
+        Ok(())
+    }
+
+    /// A local user invites a user of another server: the invitee's server countersigns
+    /// the invite, then it is persisted and sent to the room like any event.
+    pub async fn invite_remote(
+        &self,
+        room_id: &RoomId,
+        sender: &UserId,
+        target: &UserId,
+        content: Value,
+    ) -> Result<()> {
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
+        let rules = self.rules_of(room_id).await?;
+        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+        let parents = self.parents(room_id).await?;
+        let template = EventTemplate::state("m.room.member", target.as_str(), content);
+        let pdu = self.build_event(room_id.to_owned(), &rules, sender, template, &parents).await?;
+
+        let mut invite_state = Vec::new();
+        for ((t, k), id) in parents.state_before.iter() {
+            let shown = INVITE_STATE_TYPES.contains(&t.as_str()) || (t == "m.room.member" && k == sender.as_str());
+            if shown && let Some(p) = self.pdu(id).await? {
+                invite_state.push(RawStrippedState::Pdu(raw(&p)?));
+            }
+        }
+        let room_version = RoomVersionId::try_from(version.as_str()).map_err(|e| Error::internal("room version", e))?;
+        let request = create_invite::v2::Request::new(
+            room_id.to_owned(),
+            pdu.event_id.clone(),
+            room_version,
+            raw(&pdu)?,
+            invite_state,
+        );
+        let answer = self.send_federation_request(target.server_name(), request).await?;
+        let signed = self
+            .verify_received_copy(&answer.event, &pdu, &rules)
+            .await
+            .ok_or_else(|| Error::forbidden(format!("{} returned an invalid invite", target.server_name())))?;
+        self.persist_checked(&rules, signed, parents, sender, None).await?;
+        Ok(())
+    }
+
+    /// Completes a make_join/make_leave template for `user` and signs it.
+    fn fill_template(
+        &self,
+        template: &str,
+        user: &UserId,
+        content: Value,
+        rules: &RoomVersionRules,
+        room_id: &RoomId,
+    ) -> Result<Arc<Pdu>> {
+        let mut event: serde_json::Map<String, Value> =
+            serde_json::from_str(template).map_err(|e| Error::bad_json(format!("event template: {e}")))?;
+        for field in ["event_id", "signatures", "hashes", "unsigned"] {
+            event.remove(field);
+        }
+        event.insert("sender".into(), user.as_str().into());
+        event.insert("state_key".into(), user.as_str().into());
+        event.insert("type".into(), "m.room.member".into());
+        event.insert("origin_server_ts".into(), now_ms().into());
+        event.insert("content".into(), content);
+        let (pdu, _) = self.sign_pdu(Value::Object(event), rules, Some(room_id))?;
+        Ok(pdu)
+    }
+
+    /// The copy of `ours` another server sent back (countersigned), if it is the same
+    /// event with valid signatures.
+    async fn verify_received_copy(&self, event: &RawValue, ours: &Pdu, rules: &RoomVersionRules) -> Option<Arc<Pdu>> {
+        let obj = serde_json::from_str(event.get()).ok()?;
+        let room: OwnedRoomId = ours.room_id.clone();
+        match self.verify_pdu_object(obj, &room, rules).await {
+            Ok(p) if p.event_id == ours.event_id => Some(p),
+            Ok(p) => {
+                tracing::info!(ours = %ours.event_id, theirs = %p.event_id, "a server changed the event it countersigned");
+                None
+            }
+            Err(e) => {
+                tracing::info!(error = %e.message, "countersigned event fails verification");
+                None
+            }
+        }
+    }
+}
+
+/// An event's signed JSON as a raw JSON value for a request.
+pub(super) fn raw(pdu: &Pdu) -> Result<Box<RawValue>> {
+    RawValue::from_string(pdu.json_string()).map_err(|e| Error::internal("event json", e))
+}

@@ -1,0 +1,262 @@
+//! Membership across servers, as the server in the room: other servers' users join and
+//! leave through this one (make_join/send_join, make_leave/send_leave), and invites
+//! from other servers to local users arrive here (invite v2).
+
+use std::sync::Arc;
+
+use ruma::{
+    CanonicalJsonObject, EventId, OwnedEventId, RoomId, RoomVersionId, ServerName, UserId,
+    api::federation::membership::RawStrippedState, events::TimelineEventType, signatures::sign_json, state_res,
+};
+use serde_json::{Value, json, value::RawValue};
+
+use super::{Ingested, Pdu, append::Parents, remote::raw, version_rules};
+use crate::{
+    error::{Error, Result},
+    services::{Services, now_ms},
+};
+
+/// What a joining server receives: the state before its join and that state's auth chain.
+pub struct JoinedState {
+    pub state: Vec<Box<RawValue>>,
+    pub auth_chain: Vec<Box<RawValue>>,
+    pub event: Box<RawValue>,
+    pub servers_in_room: Vec<String>,
+}
+
+impl Services {
+    /// make_join / make_leave: a template of the membership event for a remote user.
+    pub async fn make_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        membership: &str,
+        supported: &[RoomVersionId],
+    ) -> Result<(RoomVersionId, Value)> {
+        if user.server_name() != origin {
+            return Err(Error::forbidden(format!("{origin} cannot act for {user}")));
+        }
+        self.check_server_acl(room_id, origin).await?;
+        if !self.is_resident(room_id, None).await? {
+            return Err(Error::not_found(format!("this server is not in room {room_id}")));
+        }
+        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+        let room_version = RoomVersionId::try_from(version.as_str()).map_err(|e| Error::internal("room version", e))?;
+        if membership == "join" && !supported.contains(&room_version) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                format!("the room has version {version}, which {origin} does not support"),
+            )
+            .with_body(json!({ "room_version": version })));
+        }
+        let rules = version_rules(&version).ok_or_else(|| Error::unsupported_room_version(version.clone()))?;
+        let parents = self.parents(room_id).await?;
+        let content = json!({ "membership": membership });
+        let content_raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("content", e))?;
+        let auth_types = state_res::auth_types_for_event(
+            &TimelineEventType::RoomMember,
+            user,
+            Some(user.as_str()),
+            &content_raw,
+            &rules.authorization,
+        )
+        .map_err(Error::bad_json)?;
+        let mut auth_events: Vec<&String> =
+            auth_types.iter().filter_map(|(t, k)| parents.state_before.get(&(t.to_string(), k.clone()))).collect();
+        let create = parents.state_before.get(&("m.room.create".to_owned(), String::new()));
+        if !rules.authorization.room_create_event_id_as_room_id
+            && let Some(c) = create
+            && !auth_events.contains(&c)
+        {
+            auth_events.push(c);
+        }
+        let template = json!({
+            "room_id": room_id,
+            "sender": user,
+            "origin": self.server_name(),
+            "origin_server_ts": now_ms(),
+            "type": "m.room.member",
+            "state_key": user,
+            "content": content,
+            "prev_events": parents.prev_events,
+            "auth_events": auth_events,
+            "depth": parents.depth,
+        });
+        // Refuse now what the room would refuse anyway (not invited, banned, ...).
+        let mut probe: CanonicalJsonObject =
+            serde_json::from_value(template.clone()).map_err(|e| Error::internal("template", e))?;
+        probe.remove("origin");
+        let probe_id = OwnedEventId::try_from("$probe").map_err(|e| Error::internal("probe", e))?;
+        let probe = Arc::new(Pdu::from_json(probe_id, room_id, probe).map_err(Error::bad_json)?);
+        self.authorise(&rules, &probe, &parents.state_before).await?;
+        Ok((room_version, template))
+    }
+
+    /// send_join / send_leave: the membership event a remote server signed, checked
+    /// and stored like any received event, then passed on to the room's other servers.
+    pub async fn receive_membership(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        pdu: &RawValue,
+        membership: &str,
+    ) -> Result<JoinedState> {
+        self.check_server_acl(room_id, origin).await?;
+        if !self.is_resident(room_id, None).await? {
+            return Err(Error::not_found(format!("this server is not in room {room_id}")));
+        }
+        let (rules, pdu) = self.verified_pdu(pdu, Some(room_id)).await?;
+        let content = pdu.content_value();
+        if pdu.event_id != event_id
+            || pdu.room_id != room_id
+            || pdu.kind != TimelineEventType::RoomMember
+            || pdu.state_key.as_deref() != Some(pdu.sender.as_str())
+            || pdu.sender.server_name() != origin
+            || content.get("membership").and_then(Value::as_str) != Some(membership)
+        {
+            return Err(Error::bad_json(format!("not a {membership} event of a user of {origin} for this room")));
+        }
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
+        let fan_out: Vec<String> = self
+            .room_servers(room_id.as_str())
+            .await?
+            .into_iter()
+            .filter(|s| s != origin)
+            .map(|s| s.to_string())
+            .collect();
+        match self.ingest_locked(origin, &rules, pdu.clone(), fan_out, 0).await? {
+            Ingested::Accepted(_) | Ingested::AlreadyKnown => {}
+            Ingested::SoftFailed(reason) | Ingested::Rejected(reason) => return Err(Error::forbidden(reason)),
+        }
+        let row = self.store.event(event_id.as_str()).await?.ok_or_else(|| Error::internal("joined", event_id))?;
+        let state = self.state_at_group(row.state_group_before).await?;
+        let servers_in_room = self.room_servers(room_id.as_str()).await?.iter().map(|s| s.to_string()).collect();
+        let mut joined = JoinedState { state: Vec::new(), auth_chain: Vec::new(), event: raw(&pdu)?, servers_in_room };
+        if membership != "join" {
+            return Ok(joined);
+        }
+        let ids: Vec<OwnedEventId> = state.values().filter_map(|id| OwnedEventId::try_from(id.as_str()).ok()).collect();
+        let mut loaded = std::collections::HashMap::new();
+        let chain = self.auth_chain(&ids, &mut loaded).await?;
+        for id in &ids {
+            if let Some(p) = self.pdu(id.as_str()).await? {
+                joined.state.push(raw(&p)?);
+            }
+        }
+        for id in chain {
+            if let Some(p) = loaded.get(&id) {
+                joined.auth_chain.push(raw(p)?);
+            }
+        }
+        Ok(joined)
+    }
+
+    /// invite v2: another server invites a local user. The invite is countersigned and,
+    /// when no local user is in the room, kept with the state the inviter showed.
+    pub async fn receive_invite(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        room_version: &RoomVersionId,
+        event: &RawValue,
+        invite_state: &[RawStrippedState],
+    ) -> Result<Box<RawValue>> {
+        let version = room_version.to_string();
+        let rules = version_rules(&version).ok_or_else(|| {
+            Error::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_INCOMPATIBLE_ROOM_VERSION",
+                format!("room version {version} is not supported here"),
+            )
+            .with_body(json!({ "room_version": version }))
+        })?;
+        if self.store.room_version(room_id.as_str()).await?.is_some() {
+            self.check_server_acl(room_id, origin).await?;
+        }
+        let obj: CanonicalJsonObject =
+            serde_json::from_str(event.get()).map_err(|e| Error::bad_json(format!("invite event: {e}")))?;
+        let pdu = self.verify_pdu_object(obj, room_id, &rules).await?;
+        let target = pdu.state_key.as_deref().and_then(|k| UserId::parse(k).ok());
+        let invited = pdu.kind == TimelineEventType::RoomMember
+            && pdu.content_value().get("membership").and_then(Value::as_str) == Some("invite");
+        let Some(target) = target.filter(|_| invited && pdu.event_id == event_id && pdu.room_id == room_id) else {
+            return Err(Error::bad_json("not an invite event for this room"));
+        };
+        if pdu.sender.server_name() != origin {
+            return Err(Error::forbidden(format!("{origin} cannot invite on behalf of {}", pdu.sender)));
+        }
+        if !self.is_local(&target) || self.store.user(target.as_str()).await?.is_none() {
+            return Err(Error::not_found(format!("no user {target} here")));
+        }
+        let mut signed = pdu.json.clone();
+        sign_json(self.server_name().as_str(), &self.keys.key_pair, &mut signed)
+            .map_err(|e| Error::internal("signing invite", e))?;
+        let signed_pdu = Arc::new(Pdu::from_json(pdu.event_id.clone(), room_id, signed).map_err(Error::bad_json)?);
+
+        // A room with a local member receives the invite through its transactions too.
+        if !self.is_resident(room_id, None).await? {
+            self.keep_invite(&version, &signed_pdu, &target, invite_state).await?;
+        }
+        raw(&signed_pdu)
+    }
+
+    /// Stores an invite to a room this server is not in: the invite event as the room's
+    /// only known event, and the stripped state for the invitee's sync.
+    async fn keep_invite(
+        &self,
+        version: &str,
+        pdu: &Arc<Pdu>,
+        target: &UserId,
+        invite_state: &[RawStrippedState],
+    ) -> Result<()> {
+        let room_id = &pdu.room_id;
+        let mut stripped = Vec::new();
+        let mut creator = pdu.sender.to_string();
+        for s in invite_state {
+            #[allow(deprecated)]
+            let json = match s {
+                RawStrippedState::Pdu(p) => p.get().to_owned(),
+                RawStrippedState::Stripped(r) => r.json().get().to_owned(),
+                _ => continue,
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&json) else { continue };
+            let ev = json!({
+                "type": v["type"], "state_key": v["state_key"], "content": v["content"], "sender": v["sender"],
+            });
+            if v["type"] == "m.room.create"
+                && let Some(s) = v["sender"].as_str()
+            {
+                creator = s.to_owned();
+            }
+            stripped.push(ev);
+        }
+        self.store.create_room_row(room_id.as_str(), version, &creator, false, now_ms()).await?;
+        self.store
+            .set_invite_stripped_state(room_id.as_str(), target.as_str(), &Value::Array(stripped).to_string())
+            .await?;
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
+        if self.store.in_timeline(pdu.event_id.as_str()).await? {
+            return Ok(());
+        }
+        let mut state = self.store.current_state(room_id.as_str()).await?;
+        let group = self.store.create_state_group(room_id.as_str(), &state).await?;
+        let parents = Parents {
+            prev_events: pdu.prev_events.iter().map(|e| e.to_string()).collect(),
+            depth: pdu.depth as i64,
+            state_group_before: group,
+            state_before: Arc::new(state.clone()),
+        };
+        let rules = self.rules_of(room_id).await?;
+        let push_actions = self.push_actions_for(pdu, &parents.state_before, &rules).await?;
+        let pdu = self.persist_remote(pdu.clone(), parents, &pdu.sender, push_actions, vec![]).await?;
+        state.insert(("m.room.member".to_owned(), target.to_string()), pdu.event_id.to_string());
+        self.set_current_state(room_id, &state, Some(&[pdu.event_id.to_string()])).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,149 @@
+//! State resolution v2 over forks of a room's DAG, with ruma-state-res.
+//!
+//! ruma's `resolve` is synchronous and asks for events through closures, so everything
+//! it may ask for (the state events, their auth chains, the conflicted subgraph) is
+//! loaded first.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::RoomVersionRules, state_res};
+
+use super::{Pdu, StateMap};
+use crate::{
+    error::{Error, Result},
+    services::Services,
+};
+
+impl Services {
+    /// The state of a room where several states meet (the states after each prev event
+    /// of an event, or after each forward extremity).
+    pub async fn resolve_states(&self, rules: &RoomVersionRules, states: &[Arc<StateMap>]) -> Result<StateMap> {
+        match states {
+            [] => return Ok(StateMap::new()),
+            [one] => return Ok((**one).clone()),
+            _ if states.iter().all(|s| s == &states[0]) => return Ok((*states[0]).clone()),
+            _ => {}
+        }
+        let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
+        let mut auth_chains = Vec::new();
+        let mut maps = Vec::new();
+        for state in states {
+            let mut map = state_res::StateMap::new();
+            let mut ids = Vec::new();
+            for ((t, k), id) in state.iter() {
+                let event_id = OwnedEventId::try_from(id.as_str()).map_err(|e| Error::internal("state event id", e))?;
+                map.insert((StateEventType::from(t.as_str()), k.clone()), event_id.clone());
+                ids.push(event_id);
+            }
+            let chain = self.auth_chain(&ids, &mut events).await?;
+            // The state events themselves are needed too.
+            for id in &ids {
+                self.load_into(id, &mut events).await?;
+            }
+            auth_chains.push(chain.into_iter().collect());
+            maps.push(map);
+        }
+        let graph: HashMap<OwnedEventId, Vec<OwnedEventId>> =
+            events.iter().map(|(id, p)| (id.clone(), p.auth_events.clone())).collect();
+        let fetch = |id: &EventId| events.get(id).cloned();
+        let subgraph = |conflicted: &state_res::StateMap<Vec<OwnedEventId>>| {
+            let set: HashSet<OwnedEventId> = conflicted.values().flatten().cloned().collect();
+            Some(conflicted_subgraph(&set, &graph).into_iter().collect())
+        };
+        let resolved = state_res::resolve(
+            &rules.authorization,
+            rules.state_res.v2_rules().ok_or_else(|| Error::internal("room version", "not state res v2"))?,
+            maps.iter(),
+            auth_chains,
+            fetch,
+            subgraph,
+        )
+        .map_err(|e| Error::internal("state resolution", e))?;
+        Ok(resolved.into_iter().map(|((t, k), id)| ((t.to_string(), k), id.to_string())).collect())
+    }
+
+    /// Every event reachable from `ids` through `auth_events`, loaded into `events`.
+    pub async fn auth_chain(
+        &self,
+        ids: &[OwnedEventId],
+        events: &mut HashMap<OwnedEventId, Arc<Pdu>>,
+    ) -> Result<HashSet<OwnedEventId>> {
+        let mut chain = HashSet::new();
+        let mut stack: Vec<OwnedEventId> = Vec::new();
+        for id in ids {
+            if let Some(p) = self.load_into(id, events).await? {
+                stack.extend(p.auth_events.iter().cloned());
+            }
+        }
+        while let Some(id) = stack.pop() {
+            if !chain.insert(id.clone()) {
+                continue;
+            }
+            if let Some(p) = self.load_into(&id, events).await? {
+                stack.extend(p.auth_events.iter().filter(|a| !chain.contains(*a)).cloned());
+            }
+        }
+        Ok(chain)
+    }
+
+    async fn load_into(&self, id: &EventId, events: &mut HashMap<OwnedEventId, Arc<Pdu>>) -> Result<Option<Arc<Pdu>>> {
+        if let Some(p) = events.get(id) {
+            return Ok(Some(p.clone()));
+        }
+        let pdu = self.pdu(id.as_str()).await?;
+        if let Some(p) = &pdu {
+            events.insert(id.to_owned(), p.clone());
+        }
+        Ok(pdu)
+    }
+}
+
+/// The conflicted state subgraph (room v12): every event on an auth-event path from one
+/// conflicted event to another.
+fn conflicted_subgraph(
+    conflicted: &HashSet<OwnedEventId>,
+    graph: &HashMap<OwnedEventId, Vec<OwnedEventId>>,
+) -> HashSet<OwnedEventId> {
+    // Events reachable from a conflicted event by at least one step.
+    let mut below: HashSet<OwnedEventId> = HashSet::new();
+    let mut stack: Vec<OwnedEventId> =
+        conflicted.iter().flat_map(|c| graph.get(c).cloned().unwrap_or_default()).collect();
+    while let Some(id) = stack.pop() {
+        if below.insert(id.clone()) {
+            stack.extend(graph.get(&id).cloned().unwrap_or_default());
+        }
+    }
+    // Events from which a conflicted event is reachable by at least one step.
+    let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
+    fn reaches_conflicted(
+        id: &OwnedEventId,
+        conflicted: &HashSet<OwnedEventId>,
+        graph: &HashMap<OwnedEventId, Vec<OwnedEventId>>,
+        memo: &mut HashMap<OwnedEventId, bool>,
+    ) -> bool {
+        if let Some(r) = memo.get(id) {
+            return *r;
+        }
+        // Auth DAGs are acyclic; the provisional false only guards against a malformed one.
+        memo.insert(id.clone(), false);
+        let r = graph.get(id).is_some_and(|parents| {
+            parents.iter().any(|p| conflicted.contains(p) || reaches_conflicted(p, conflicted, graph, memo))
+        });
+        memo.insert(id.clone(), r);
+        r
+    }
+    let mut subgraph = HashSet::new();
+    for id in conflicted.iter().chain(below.iter()) {
+        let from_conflicted = below.contains(id);
+        let to_conflicted = reaches_conflicted(id, conflicted, graph, &mut reaches);
+        let on_path =
+            if conflicted.contains(id) { from_conflicted || to_conflicted } else { from_conflicted && to_conflicted };
+        if on_path {
+            subgraph.insert(id.clone());
+        }
+    }
+    subgraph
+}
