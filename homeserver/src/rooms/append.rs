@@ -381,6 +381,7 @@ impl Services {
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
         };
         let (pos, _group) = self.store.persist_event(&new).await?;
+        crate::metrics::metrics().event_persisted(self.is_local(&pdu.sender));
         self.rooms.cache_pdu(pdu.clone());
         self.notifier.advance(pos);
         self.senders.wake(&destinations);

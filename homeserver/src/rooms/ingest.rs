@@ -45,7 +45,12 @@ const MISSING_EVENTS_LIMIT: u32 = 50;
 impl Services {
     /// Checks and stores one PDU of a transaction from `origin`.
     pub async fn ingest_pdu(&self, origin: &ServerName, raw: &RawValue) -> Result<(OwnedEventId, Ingested)> {
-        let (rules, pdu) = self.verified_pdu(raw, None).await?;
+        let (rules, pdu) = match self.verified_pdu(raw, None).await {
+            Ok(checked) => checked,
+            // A PDU that fails its checks is answered by ID where it has one, so the sender
+            // learns which event was refused and why.
+            Err(e) => return self.event_id_of(raw).await.map(|id| (id, Ingested::Rejected(e.message.clone()))).ok_or(e),
+        };
         let event_id = pdu.event_id.clone();
         if let Err(e) = self.check_server_acl(&pdu.room_id, origin).await {
             return Ok((event_id, Ingested::Rejected(e.message)));
@@ -53,6 +58,17 @@ impl Services {
         let lock = self.rooms.lock(&pdu.room_id);
         let _guard = lock.lock().await;
         Ok((event_id, self.ingest_locked(origin, &rules, pdu, Vec::new(), 0).await?))
+    }
+
+    /// The event ID of a PDU of a known room, if it is well-formed enough to have one.
+    async fn event_id_of(&self, raw: &RawValue) -> Option<OwnedEventId> {
+        let mut obj: CanonicalJsonObject = serde_json::from_str(raw.get()).ok()?;
+        obj.remove("event_id");
+        let room_id = obj.get("room_id")?.as_str()?.to_owned();
+        let version = self.store.room_version(&room_id).await.ok()??;
+        let rules = version_rules(&version)?;
+        let hash = ruma::signatures::reference_hash(&obj, &rules).ok()?;
+        OwnedEventId::try_from(format!("${hash}")).ok()
     }
 
     /// Parses a PDU, derives its event ID, and verifies its signatures and content hash

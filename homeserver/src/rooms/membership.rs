@@ -74,6 +74,32 @@ impl Services {
         Ok(())
     }
 
+    /// The user knocks on a room (asks to be invited), where its join rules allow it.
+    pub async fn knock_room(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+        via: &[ruma::OwnedServerName],
+    ) -> Result<()> {
+        match self.store.membership(room_id.as_str(), user.as_str()).await?.as_deref() {
+            Some("join") => return Err(Error::forbidden(format!("{user} is already in room {room_id}"))),
+            Some("ban") => return Err(Error::forbidden(format!("{user} is banned from room {room_id}"))),
+            Some("invite") => return Err(Error::forbidden(format!("{user} is already invited to room {room_id}"))),
+            _ => {}
+        }
+        self.check_room_not_blocked(room_id).await?;
+        if !self.is_resident(room_id, None).await? {
+            return self.knock_remote(room_id, user, via, reason).await;
+        }
+        let mut content = self.member_content(user, "knock").await?;
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await?;
+        Ok(())
+    }
+
     /// A membership change by `sender` concerning `target` (which may be the sender).
     pub async fn change_membership(
         &self,

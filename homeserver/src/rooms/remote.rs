@@ -7,7 +7,8 @@ use std::sync::Arc;
 use ruma::{
     OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
     api::federation::membership::{
-        RawStrippedState, create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+        RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+        prepare_knock_event, prepare_leave_event,
     },
     room_version_rules::RoomVersionRules,
 };
@@ -20,7 +21,7 @@ use crate::{
 };
 
 /// State types another server is shown with an invite (the spec's recommended set).
-const INVITE_STATE_TYPES: [&str; 7] = [
+pub(super) const INVITE_STATE_TYPES: [&str; 7] = [
     "m.room.create",
     "m.room.join_rules",
     "m.room.name",
@@ -202,6 +203,50 @@ impl Services {
         state.insert(("m.room.member".to_owned(), user.to_string()), pdu.event_id.to_string());
         self.set_current_state(room_id, &state, Some(&[pdu.event_id.to_string()])).await?;
         Ok(())
+    }
+
+    /// A local user knocks on a room this server is not in, through a server in it.
+    pub async fn knock_remote(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+        reason: Option<String>,
+    ) -> Result<()> {
+        let servers = self.candidate_servers(room_id, user, via).await?;
+        let mut last = Error::not_found(format!("no server in room {room_id} is known to knock through"));
+        for server in servers {
+            match self.knock_through(&server, room_id, user, reason.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, %room_id, error = %e.message, "remote knock failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    async fn knock_through(
+        &self,
+        server: &ruma::ServerName,
+        room_id: &RoomId,
+        user: &UserId,
+        reason: Option<String>,
+    ) -> Result<()> {
+        let mut request = prepare_knock_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = SUPPORTED_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
+        let made = self.send_federation_request(server, request).await?;
+        let version = made.room_version.to_string();
+        let rules = version_rules(&version).ok_or_else(|| Error::unsupported_room_version(version.clone()))?;
+        let mut content = self.member_content(user, "knock").await?;
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        let pdu = self.fill_template(made.event.get(), user, content, &rules, room_id)?;
+        let request = create_knock_event::v1::Request::new(room_id.to_owned(), pdu.event_id.clone(), raw(&pdu)?);
+        let knocked = self.send_federation_request(server, request).await?;
+        self.keep_outsider_membership(&version, &pdu, user, &knocked.knock_room_state).await
     }
 
     /// A local user invites a user of another server: the invitee's server countersigns

@@ -43,7 +43,7 @@ impl Services {
         }
         let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
         let room_version = RoomVersionId::try_from(version.as_str()).map_err(|e| Error::internal("room version", e))?;
-        if membership == "join" && !supported.contains(&room_version) {
+        if membership != "leave" && !supported.contains(&room_version) {
             return Err(Error::new(
                 http::StatusCode::BAD_REQUEST,
                 "M_INCOMPATIBLE_ROOM_VERSION",
@@ -52,6 +52,9 @@ impl Services {
             .with_body(json!({ "room_version": version })));
         }
         let rules = version_rules(&version).ok_or_else(|| Error::unsupported_room_version(version.clone()))?;
+        if membership == "knock" && !rules.authorization.knocking {
+            return Err(Error::forbidden(format!("room version {version} does not allow knocking")));
+        }
         let parents = self.parents(room_id).await?;
         let content = json!({ "membership": membership });
         let content_raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("content", e))?;
@@ -136,6 +139,17 @@ impl Services {
         let state = self.state_at_group(row.state_group_before).await?;
         let servers_in_room = self.room_servers(room_id.as_str()).await?.iter().map(|s| s.to_string()).collect();
         let mut joined = JoinedState { state: Vec::new(), auth_chain: Vec::new(), event: raw(&pdu)?, servers_in_room };
+        if membership == "knock" {
+            // A knocking server sees what an invited one would: name, topic, join rules...
+            for ((t, _), id) in state.iter() {
+                if super::remote::INVITE_STATE_TYPES.contains(&t.as_str())
+                    && let Some(p) = self.pdu(id).await?
+                {
+                    joined.state.push(raw(&p)?);
+                }
+            }
+            return Ok(joined);
+        }
         if membership != "join" {
             return Ok(joined);
         }
@@ -200,14 +214,15 @@ impl Services {
 
         // A room with a local member receives the invite through its transactions too.
         if !self.is_resident(room_id, None).await? {
-            self.keep_invite(&version, &signed_pdu, &target, invite_state).await?;
+            self.keep_outsider_membership(&version, &signed_pdu, &target, invite_state).await?;
         }
         raw(&signed_pdu)
     }
 
-    /// Stores an invite to a room this server is not in: the invite event as the room's
-    /// only known event, and the stripped state for the invitee's sync.
-    async fn keep_invite(
+    /// Stores a local user's invite to, or knock on, a room this server is not in: the
+    /// membership event as the room's only known event, and the stripped state the other
+    /// server showed, for the user's sync.
+    pub(super) async fn keep_outsider_membership(
         &self,
         version: &str,
         pdu: &Arc<Pdu>,

@@ -147,3 +147,46 @@ fn conflicted_subgraph(
     }
     subgraph
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use ruma::OwnedEventId;
+
+    use super::conflicted_subgraph;
+
+    fn id(s: &str) -> OwnedEventId {
+        OwnedEventId::try_from(format!("${s}")).unwrap()
+    }
+
+    /// `edges`: event → its auth events.
+    fn graph(edges: &[(&str, &[&str])]) -> HashMap<OwnedEventId, Vec<OwnedEventId>> {
+        edges.iter().map(|(e, auth)| (id(e), auth.iter().map(|a| id(a)).collect())).collect()
+    }
+
+    #[test]
+    fn subgraph_is_the_paths_between_conflicted_events() {
+        // create <- power <- member_a <- name_1 ; power <- name_2 ; join_b <- create (elsewhere)
+        let g = graph(&[
+            ("create", &[]),
+            ("power", &["create"]),
+            ("member_a", &["power", "create"]),
+            ("name_1", &["member_a", "power"]),
+            ("name_2", &["power"]),
+            ("join_b", &["create"]),
+        ]);
+        // name_1 and power conflict: the path name_1 -> member_a -> power is the subgraph;
+        // name_2 and join_b lie on no path between conflicted events.
+        let conflicted: HashSet<_> = [id("name_1"), id("power")].into();
+        let sub = conflicted_subgraph(&conflicted, &g);
+        assert_eq!(sub, [id("name_1"), id("member_a"), id("power")].into());
+    }
+
+    #[test]
+    fn unrelated_conflicted_events_have_an_empty_subgraph() {
+        let g = graph(&[("create", &[]), ("a", &["create"]), ("b", &["create"])]);
+        let conflicted: HashSet<_> = [id("a"), id("b")].into();
+        assert!(conflicted_subgraph(&conflicted, &g).is_empty());
+    }
+}

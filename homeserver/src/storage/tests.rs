@@ -91,6 +91,7 @@ storage_tests!(
     admin_audit_is_append_only,
     a_newer_schema_is_refused,
     server_signing_keys_and_documents,
+    federation_queue_outliers_and_state_replacement,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -774,4 +775,59 @@ async fn server_signing_keys_and_documents(store: &Store) {
     assert_eq!(rows, vec![key("ed25519:a", 150, Some(150)), key("ed25519:b", 200, None)]);
     assert_eq!(store.server_key_document("remote.example").await.unwrap(), Some(("{\"v\":2}".to_owned(), 200)));
     assert!(store.server_signing_keys("other.example").await.unwrap().is_empty());
+}
+
+async fn federation_queue_outliers_and_state_replacement(store: &Store) {
+    // An event's queue rows are written with it, in order, per destination.
+    let g = store.create_state_group("!r:x", &StateMap::new()).await.unwrap();
+    let mut e = event(1, "!r:x", None, g, Some(("m.room.create", "")));
+    e.destinations = vec!["b.example".into(), "c.example".into()];
+    store.persist_event(&e).await.unwrap();
+    store.queue(&["b.example".into()], QUEUE_EDU, r#"{"edu_type":"m.typing"}"#).await.unwrap();
+    let pdus = store.queued("b.example", QUEUE_PDU, 50).await.unwrap();
+    assert_eq!(pdus.len(), 1);
+    assert_eq!(pdus[0].payload, e.pdu_json);
+    assert_eq!(store.queued("b.example", QUEUE_EDU, 100).await.unwrap().len(), 1);
+    let depths = store.queue_depths().await.unwrap();
+    assert_eq!(depths.get("b.example"), Some(&2));
+    assert_eq!(depths.get("c.example"), Some(&1));
+    store.dequeue(&[pdus[0].id]).await.unwrap();
+    assert!(store.queued("b.example", QUEUE_PDU, 50).await.unwrap().is_empty());
+    // Row IDs are never reused: transaction IDs derived from them stay unique.
+    store.queue(&["b.example".into()], QUEUE_PDU, "{}").await.unwrap();
+    assert!(store.queued("b.example", QUEUE_PDU, 50).await.unwrap()[0].id > pdus[0].id);
+
+    // Outliers are found by ID but are in no timeline; refused events are neither.
+    store.insert_outlier("$out", "!r:x", "{}").await.unwrap();
+    let row = store.event("$out").await.unwrap().unwrap();
+    assert_eq!((row.stream_ordering, row.room_id.as_str()), (0, "!r:x"));
+    assert!(!store.in_timeline("$out").await.unwrap());
+    store.insert_rejected("$bad", "!r:x", "{}", "forged", 1).await.unwrap();
+    assert!(store.is_rejected("$bad").await.unwrap() && store.event("$bad").await.unwrap().is_none());
+    assert!(store.event_seen("$bad").await.unwrap() && store.event_seen("$out").await.unwrap());
+
+    // A transaction is recorded once.
+    assert!(!store.received_txn("b.example", "t1").await.unwrap());
+    assert!(store.record_received_txn("b.example", "t1", 1).await.unwrap());
+    assert!(!store.record_received_txn("b.example", "t1", 2).await.unwrap());
+    assert!(store.received_txn("b.example", "t1").await.unwrap());
+
+    // Replacing the current state writes the difference, with memberships, and the extremities.
+    let mut state = StateMap::new();
+    state.insert(("m.room.create".into(), String::new()), "$e1".into());
+    state.insert(("m.room.member".into(), "@b:b.example".into()), "$out".into());
+    let memberships = [("$out".to_owned(), "join".to_owned())].into();
+    store.replace_current_state("!r:x", &state, &memberships, Some(&["$out".to_owned()])).await.unwrap();
+    assert_eq!(store.current_state("!r:x").await.unwrap(), state);
+    assert_eq!(store.joined_members("!r:x").await.unwrap(), vec!["@b:b.example".to_owned()]);
+    assert_eq!(store.forward_extremities("!r:x").await.unwrap(), vec!["$out".to_owned()]);
+    state.remove(&("m.room.member".into(), "@b:b.example".into()));
+    store.replace_current_state("!r:x", &state, &std::collections::BTreeMap::new(), None).await.unwrap();
+    assert_eq!(store.current_state("!r:x").await.unwrap(), state);
+    assert!(store.joined_members("!r:x").await.unwrap().is_empty());
+
+    // Stripped invite state is kept per room and user.
+    store.set_invite_stripped_state("!r:x", "@a:x", "[1]").await.unwrap();
+    store.set_invite_stripped_state("!r:x", "@a:x", "[2]").await.unwrap();
+    assert_eq!(store.invite_stripped_state("!r:x", "@a:x").await.unwrap().as_deref(), Some("[2]"));
 }

@@ -186,8 +186,22 @@ impl Services {
             invite.insert(room, json!({ "invite_state": { "events": events } }));
         }
 
+        let mut knock = Map::new();
+        for room in self.store.rooms_with_membership(user.as_str(), "knock").await? {
+            let Some(member_id) = self.store.current_state_event(&room, "m.room.member", user.as_str()).await? else {
+                continue;
+            };
+            let Some(row) = self.store.event(&member_id).await? else { continue };
+            if !initial && row.stream_ordering <= since.stream {
+                continue;
+            }
+            let events = self.invite_state(&row, user).await?;
+            knock.insert(room, json!({ "knock_state": { "events": events } }));
+        }
+
         let mut leave = Map::new();
-        let joined_or_invited: BTreeSet<String> = join.keys().chain(invite.keys()).cloned().collect();
+        let joined_or_invited: BTreeSet<String> =
+            join.keys().chain(invite.keys()).chain(knock.keys()).cloned().collect();
         let mut leave_rows: Vec<EventRow> =
             changes.iter().filter(|c| !joined_or_invited.contains(&c.room_id)).cloned().collect();
         // An initial sync lists rooms already left only when the filter asks for them.
@@ -265,6 +279,7 @@ impl Services {
             || !devices_changed.is_empty()
             || !devices_left.is_empty()
             || !invite.is_empty()
+            || !knock.is_empty()
             || !leave.is_empty()
             || !global.is_empty()
             || !to_device.is_empty()
@@ -272,7 +287,7 @@ impl Services {
         let otk = self.one_time_key_counts(user, req.device).await?;
         let response = json!({
             "next_batch": format_token(now),
-            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": {} },
+            "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "account_data": { "events": global },
             "to_device": { "events": to_device },
             "presence": { "events": presence },

@@ -27,6 +27,7 @@ macro_rules! both_backends {
 
 mod accounts;
 mod admin;
+mod backup;
 mod bad_input;
 mod chat;
 mod crash;
@@ -35,9 +36,11 @@ mod ephemeral;
 mod federation;
 mod federation_devices;
 mod federation_keys;
+mod federation_membership;
 mod federation_synapse;
 mod federation_transport;
 mod media;
+mod metrics;
 mod operations;
 mod pagination;
 mod profile;

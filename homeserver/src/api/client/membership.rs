@@ -1,6 +1,7 @@
 //! Joining, leaving, inviting, kicking, banning, forgetting; joined rooms.
 
 use axum::{Json, Router};
+use ruma::api::client::knock::knock_room;
 use ruma::api::client::membership::{
     ban_user, forget_room, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_rooms, kick_user, leave_room,
     unban_user,
@@ -24,6 +25,18 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma(unban)
         .ruma(forget)
         .ruma(joined)
+        .ruma(knock)
+}
+
+/// POST /_matrix/client/v3/knock/{roomIdOrAlias}
+async fn knock(state: AppState, req: Ruma<knock_room::v3::Request>) -> Result<Json<Value>> {
+    let room_id = state.resolve_room(req.body.room_id_or_alias.as_str()).await?;
+    let mut via = req.body.via.clone();
+    if let Ok(alias) = ruma::RoomAliasId::parse(req.body.room_id_or_alias.as_str()) {
+        via.push(alias.server_name().to_owned());
+    }
+    state.knock_room(&room_id, req.user()?, req.body.reason.clone(), &via).await?;
+    Ok(Json(json!({ "room_id": room_id })))
 }
 
 /// POST /_matrix/client/v3/rooms/{roomId}/join

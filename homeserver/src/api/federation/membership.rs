@@ -3,7 +3,8 @@
 
 use axum::{Json, Router};
 use ruma::api::federation::membership::{
-    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event, prepare_knock_event,
+    prepare_leave_event,
 };
 use serde_json::{Value, json};
 
@@ -14,7 +15,30 @@ use crate::{
 };
 
 pub fn routes() -> Router<AppState> {
-    Router::new().ruma(make_join).ruma(send_join).ruma(make_leave).ruma(send_leave).ruma(invite)
+    Router::new()
+        .ruma(make_join)
+        .ruma(send_join)
+        .ruma(make_leave)
+        .ruma(send_leave)
+        .ruma(invite)
+        .ruma(make_knock)
+        .ruma(send_knock)
+}
+
+/// GET /_matrix/federation/v1/make_knock/{roomId}/{userId}
+async fn make_knock(state: AppState, req: Ruma<prepare_knock_event::v1::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    let (version, event) = state.make_membership(origin, &b.room_id, &b.user_id, "knock", &b.ver).await?;
+    Ok(Json(json!({ "room_version": version, "event": event })))
+}
+
+/// PUT /_matrix/federation/v1/send_knock/{roomId}/{eventId}
+async fn send_knock(state: AppState, req: Ruma<create_knock_event::v1::Request>) -> Result<Json<Value>> {
+    let origin = req.origin()?;
+    let b = &req.body;
+    let knocked = state.receive_membership(origin, &b.room_id, &b.event_id, &b.pdu, "knock").await?;
+    Ok(Json(json!({ "knock_room_state": knocked.state })))
 }
 
 /// GET /_matrix/federation/v1/make_join/{roomId}/{userId}

@@ -1,0 +1,164 @@
+//! Membership rules across servers: knocking, the room's server ACL, and the federation
+//! allowlist changed at run time by an administrator.
+
+use anyhow::ensure;
+use kairan_tests::{PASSWORD, TestServer, enc};
+use serde_json::{Value, json};
+
+use crate::federation::{FEDERATION_DEADLINE, federating_server, or_panic, wait_for, wait_invite, wait_membership};
+
+const V1: &str = "/_kairan/admin/v1";
+
+/// Two federating servers with a user each: `governor` on the first, `mayor` on the second.
+async fn pair() -> anyhow::Result<(TestServer, TestServer)> {
+    let (pref, city) = tokio::try_join!(federating_server(), federating_server())?;
+    pref.create_user("governor", PASSWORD, true).await?;
+    city.create_users(&["mayor"]).await?;
+    Ok((pref, city))
+}
+
+/// A knocking user of another server: the knock reaches the room, the knocker's sync lists
+/// the room under `knock` with its name, and an invite then lets them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn knock_across_servers() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor
+                .create_room(&json!({
+                    "name": "Budget committee",
+                    "initial_state": [{ "type": "m.room.join_rules", "content": { "join_rule": "knock" } }],
+                }))
+                .await?;
+            // Joining without an invite is refused; knocking is what the room allows.
+            let refused = mayor
+                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), pref.server_name()), &json!({}))
+                .await?;
+            ensure!(refused.status == 403, "a join without invite got {}: {}", refused.status, refused.text);
+            let knocked = mayor
+                .post(
+                    &format!("/_matrix/client/v3/knock/{}?via={}", enc(&room), enc(pref.server_name())),
+                    &json!({ "reason": "I chair the city's budget" }),
+                )
+                .await?
+                .ok()?;
+            ensure!(knocked["room_id"] == room.as_str(), "{knocked}");
+            wait_membership(&governor, &room, mayor.me(), "knock").await?;
+            let knock_section = wait_for("the knock in the mayor's sync", FEDERATION_DEADLINE, || async {
+                let sync = mayor.sync(None, 0).await?;
+                let k = &sync["rooms"]["knock"][&room];
+                Ok(if k.is_object() { Ok(k.clone()) } else { Err(sync["rooms"].to_string()) })
+            })
+            .await?;
+            let shown = knock_section["knock_state"]["events"].as_array().cloned().unwrap_or_default();
+            ensure!(
+                shown.iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Budget committee"),
+                "the knock state does not show the room's name: {knock_section}"
+            );
+            governor
+                .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), &json!({ "user_id": mayor.me() }))
+                .await?
+                .ok()?;
+            wait_invite(&mayor, &room).await?;
+            mayor.join(&room).await?.ok()?;
+            wait_membership(&governor, &room, mayor.me(), "join").await?;
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
+
+/// `m.room.server_acl` keeps a denied server out: its join is refused, and events it
+/// sends into the room are rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_acl_is_enforced() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor.create_room(&json!({ "preset": "public_chat" })).await?;
+            mayor
+                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), enc(pref.server_name())), &json!({}))
+                .await?
+                .ok()?;
+            wait_membership(&governor, &room, mayor.me(), "join").await?;
+            let acl = json!({ "allow": [pref.server_name()], "deny": [], "allow_ip_literals": false });
+            governor
+                .put(&format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl/", enc(&room)), &acl)
+                .await?
+                .ok()?;
+            // The ACL reaches the city's server; what the mayor sends afterwards is refused there.
+            wait_for("the ACL on the city's server", FEDERATION_DEADLINE, || async {
+                let r = mayor.get(&format!("/_matrix/client/v3/rooms/{}/state/m.room.server_acl/", enc(&room))).await?;
+                Ok(if r.status == 200 { Ok(()) } else { Err(r.text) })
+            })
+            .await?;
+            let after = mayor.send_text_ok(&room, "after-acl", "can you still hear me?").await?;
+            // The mayor's read receipt travels in the same queue, after the message: once the
+            // governor sees the receipt, the city's server has delivered the message too.
+            mayor
+                .post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&after)), &json!({}))
+                .await?
+                .ok()?;
+            wait_for("the mayor's receipt on the governor's server", FEDERATION_DEADLINE, || async {
+                let sync = governor.sync(None, 0).await?;
+                let ephemeral = sync["rooms"]["join"][&room]["ephemeral"]["events"].clone();
+                let seen = ephemeral
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|e| e["type"] == "m.receipt" && e["content"][&after]["m.read"][mayor.me()].is_object());
+                Ok(if seen { Ok(()) } else { Err(ephemeral.to_string()) })
+            })
+            .await?;
+            let seen = governor.event(&room, &after).await?;
+            ensure!(seen.status == 404, "an event from an ACL-denied server was accepted: {}", seen.text);
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
+
+/// An administrator narrows the allowlist at run time: the next request from a server no
+/// longer on it is refused with `M_FORBIDDEN`, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlist_change_takes_effect_on_the_next_request() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let open = governor.create_room(&json!({ "preset": "public_chat" })).await?;
+            mayor
+                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&open), enc(pref.server_name())), &json!({}))
+                .await?
+                .ok()?;
+
+            let second = governor.create_room(&json!({ "preset": "public_chat" })).await?;
+            let set = governor
+                .put(&format!("{V1}/policy/federation"), &json!({ "allowlist": ["some-other-town.example"] }))
+                .await?
+                .ok()?;
+            ensure!(set["federation_allowlist"] == json!(["some-other-town.example"]), "{set}");
+            let refused = mayor
+                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&second), enc(pref.server_name())), &json!({}))
+                .await?;
+            ensure!(
+                refused.status == 403,
+                "a join from a server no longer allowed got {}: {}",
+                refused.status,
+                refused.text
+            );
+            let body: Value = refused.body.clone();
+            ensure!(body["errcode"] == "M_FORBIDDEN", "{body}");
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
