@@ -208,6 +208,7 @@ async fn transactions_and_redactions(store: &Store) {
     // The same transaction cannot be stored twice.
     let mut dup = event(2, "!r:x", Some("$e1"), g, None);
     dup.txn = e.txn.clone();
+    dup.txn_key = e.txn_key.clone();
     assert!(store.persist_event(&dup).await.is_err());
     assert!(store.event("$e2").await.unwrap().is_none(), "a failed persist leaves nothing behind");
     let mut red = event(3, "!r:x", Some("$e1"), g, None);

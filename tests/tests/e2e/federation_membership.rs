@@ -1,7 +1,7 @@
 //! Membership rules across servers: knocking, the room's server ACL, and the federation
 //! allowlist changed at run time by an administrator.
 
-use anyhow::ensure;
+use anyhow::{Context as _, ensure};
 use kairan_tests::{PASSWORD, TestServer, enc};
 use serde_json::{Value, json};
 
@@ -156,6 +156,96 @@ async fn allowlist_change_takes_effect_on_the_next_request() -> anyhow::Result<(
             );
             let body: Value = refused.body.clone();
             ensure!(body["errcode"] == "M_FORBIDDEN", "{body}");
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
+
+/// An event whose signature does not verify is rejected, even inside a correctly signed
+/// transaction from the right server; the same event properly signed is accepted (so the
+/// rejection is the signature's doing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_event_signature_is_rejected() -> anyhow::Result<()> {
+    use ruma::{CanonicalJsonObject, signatures::Ed25519KeyPair};
+
+    use crate::federation_transport::{send_signed, server_key};
+
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor.create_room(&json!({ "preset": "public_chat" })).await?;
+            mayor
+                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), enc(pref.server_name())), &json!({}))
+                .await?
+                .ok()?;
+            wait_membership(&governor, &room, mayor.me(), "join").await?;
+            let last = governor.send_text_ok(&room, "last", "the latest event").await?;
+            let state = governor.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await?.ok()?;
+            let state_id = |t: &str, k: &str| {
+                state
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|e| e["type"] == t && e["state_key"] == k)
+                    .map(|e| e["event_id"].clone())
+            };
+            let pl = state_id("m.room.power_levels", "").context("power levels")?;
+            let member = state_id("m.room.member", mayor.me()).context("mayor's membership")?;
+            let rules = ruma::RoomVersionId::V12.rules().expect("v12 rules");
+            let city_name = city.server_name().to_owned();
+            let real_key = server_key(&city)?;
+            // A key the city never published, under the name of its real key.
+            let version = real_key.version().to_owned();
+            let forger = Ed25519KeyPair::from_der(&Ed25519KeyPair::generate(), version)?;
+
+            let mut txn = 0;
+            let mut send_as_city = |body: &str, key: &Ed25519KeyPair| -> anyhow::Result<(String, Value)> {
+                txn += 1;
+                let mut event: CanonicalJsonObject = serde_json::from_value(json!({
+                    "room_id": room,
+                    "sender": mayor.me(),
+                    "origin_server_ts": 1_800_000_000_000u64 + txn,
+                    "type": "m.room.message",
+                    "content": { "msgtype": "m.text", "body": body },
+                    "prev_events": [last],
+                    "auth_events": [pl, member],
+                    "depth": 1000 + txn,
+                }))?;
+                ruma::signatures::hash_and_sign_event(&city_name, key, &mut event, &rules.redaction)?;
+                let hash = ruma::signatures::reference_hash(&event, &rules)?;
+                let pdu = serde_json::to_value(&event)?;
+                let body = json!({ "origin": city_name, "origin_server_ts": 1_800_000_000_000u64, "pdus": [pdu] });
+                Ok((format!("${hash}"), body))
+            };
+            let (forged_id, forged_txn) = send_as_city("forged", &forger)?;
+            let (genuine_id, genuine_txn) = send_as_city("genuine", &real_key)?;
+            let signer = (city_name.as_str(), pref.server_name(), &real_key);
+            for (id, body, txn_id) in [(&forged_id, &forged_txn, "forged-1"), (&genuine_id, &genuine_txn, "genuine-1")]
+            {
+                let r = send_signed(
+                    &pref,
+                    ruma::exports::http::Method::PUT,
+                    &format!("/_matrix/federation/v1/send/{txn_id}"),
+                    Some(body),
+                    Some(signer),
+                )
+                .await?;
+                ensure!(r.status == 200, "the transaction itself is well signed: {} {}", r.status, r.text);
+                let result = &r.body["pdus"][id.as_str()];
+                if id == &forged_id {
+                    ensure!(result["error"].is_string(), "the forged event was not refused: {}", r.text);
+                } else {
+                    ensure!(result.get("error").is_none(), "the genuine event was refused: {}", r.text);
+                }
+            }
+            let forged = governor.event(&room, &forged_id).await?;
+            ensure!(forged.status == 404, "the forged event is in the room: {}", forged.text);
+            let genuine = governor.event(&room, &genuine_id).await?;
+            ensure!(genuine.status == 200, "the genuine event is missing: {}", genuine.text);
             Ok(())
         }
         .await,

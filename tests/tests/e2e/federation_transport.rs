@@ -17,7 +17,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 /// A client that trusts the test CA, for the federation port.
-fn tls_client() -> anyhow::Result<reqwest::Client> {
+pub(crate) fn tls_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         .tls_certs_only([test_ca().reqwest_certificate()?])
         .timeout(Duration::from_secs(30))
@@ -26,12 +26,12 @@ fn tls_client() -> anyhow::Result<reqwest::Client> {
 
 /// The signing key of a test server, read from its key file (Synapse's format:
 /// `ed25519 VERSION SEED`), so that a test can sign requests in that server's name.
-fn server_key(server: &TestServer) -> anyhow::Result<Ed25519KeyPair> {
+pub(crate) fn server_key(server: &TestServer) -> anyhow::Result<Ed25519KeyPair> {
     key_as(server, None)
 }
 
 /// `server`'s key under another key version (a forger's key presented as someone's).
-fn key_as(server: &TestServer, version: Option<&str>) -> anyhow::Result<Ed25519KeyPair> {
+pub(crate) fn key_as(server: &TestServer, version: Option<&str>) -> anyhow::Result<Ed25519KeyPair> {
     let text = std::fs::read_to_string(server.signing_key_path())?;
     let mut parts = text.split_whitespace();
     ensure!(parts.next() == Some("ed25519"), "not an ed25519 key file: {text}");
@@ -46,7 +46,7 @@ fn key_as(server: &TestServer, version: Option<&str>) -> anyhow::Result<Ed25519K
 
 /// A federation request as another server would send it, sent to `to`'s federation port:
 /// `signer` is `(origin, destination, key)`, or `None` for an unsigned request.
-async fn send_signed(
+pub(crate) async fn send_signed(
     to: &TestServer,
     method: http::Method,
     path: &str,
