@@ -98,10 +98,14 @@ pub struct ListenConfig {
     /// Synapse's federation port does). `None` (`""` in the file): no federation listener.
     #[serde(with = "optional_addr")]
     pub federation: Option<SocketAddr>,
+    /// Address of the Prometheus metrics listener (`GET /metrics`), kept apart from the
+    /// client port so that only the monitoring network reaches it. `None` (`""`): off.
+    #[serde(with = "optional_addr")]
+    pub metrics: Option<SocketAddr>,
 }
 
-/// `listen.federation` is written `""` when off, so that it appears in the generated
-/// configuration and `KAIRAN_LISTEN__FEDERATION` names a known option.
+/// `listen.federation` and `listen.metrics` are written `""` when off, so that they appear
+/// in the generated configuration and `KAIRAN_LISTEN__FEDERATION` names a known option.
 mod optional_addr {
     use std::net::SocketAddr;
 
@@ -274,7 +278,7 @@ impl Default for Config {
 
 impl Default for ListenConfig {
     fn default() -> Self {
-        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None }
+        Self { client: SocketAddr::from(([127, 0, 0, 1], 8008)), federation: None, metrics: None }
     }
 }
 

@@ -6,12 +6,14 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod config;
 pub mod e2ee;
 pub mod error;
 pub mod federation;
 pub mod keys;
 pub mod media;
+pub mod metrics;
 pub mod push;
 pub mod ratelimit;
 pub mod rooms;
@@ -23,8 +25,8 @@ use std::net::SocketAddr;
 
 pub use crate::{config::Config, services::Services};
 
-/// Runs the client listener, and the federation TLS listener when `listen.federation` is
-/// set, until `shutdown` resolves. Both serve the same application (as Synapse's
+/// Runs the client listener, the federation TLS listener when `listen.federation` is set
+/// and the metrics listener when `listen.metrics` is set, until `shutdown` resolves. Both serve the same application (as Synapse's
 /// federation port does), so peers reach keys, federation and client endpoints alike.
 pub async fn serve(
     config: Config,
@@ -34,6 +36,7 @@ pub async fn serve(
 
     let addr = config.listen.client;
     let federation_addr = config.listen.federation;
+    let metrics_addr = config.listen.metrics;
     // Read the certificate before opening the database: a bad file stops the start at once.
     let tls = match federation_addr {
         Some(_) => Some(federation_tls(&config)?),
@@ -45,6 +48,14 @@ pub async fn serve(
     let federation_listener = match (federation_addr, tls) {
         (Some(fed_addr), Some(tls)) => Some(federation::tls::TlsListener::bind(fed_addr, tls).await?),
         _ => None,
+    };
+    let metrics_listener = match metrics_addr {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {m} (listen.metrics): {e}"))?,
+        ),
+        None => None,
     };
     tracing::info!(%addr, server_name = %state.server_name(), "kairan is listening");
     if federation_listener.is_some() && state.federation_allowlist().is_empty() {
@@ -66,22 +77,38 @@ pub async fn serve(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    // The metrics listener stops with the others: a scrape in flight still gets its answer.
+    let metrics = {
+        let (router, stop) = (metrics::router(state.clone()), stopped(stop_rx.clone()));
+        async move {
+            let Some(listener) = metrics_listener else { return Ok(()) };
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "the metrics listener is listening (GET /metrics)");
+            }
+            axum::serve(listener, router).with_graceful_shutdown(stop).await
+        }
+    };
     let client = axum::serve(listener, app.clone().into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-    match federation_listener {
-        Some(fed) => {
-            if let Ok(addr) = axum::serve::Listener::local_addr(&fed) {
-                tracing::info!(%addr, "the federation TLS listener is listening");
+    let api = async move {
+        match federation_listener {
+            Some(fed) => {
+                if let Ok(addr) = axum::serve::Listener::local_addr(&fed) {
+                    tracing::info!(%addr, "the federation TLS listener is listening");
+                }
+                // `tap_io` only makes axum's `ConnectInfo<SocketAddr>` available for this listener.
+                let fed = axum::serve(fed.tap_io(|_| {}), app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(stopped(stop_rx));
+                let (a, b) = tokio::join!(client.into_future(), fed.into_future());
+                a?;
+                b
             }
-            // `tap_io` only makes axum's `ConnectInfo<SocketAddr>` available for this listener.
-            let fed = axum::serve(fed.tap_io(|_| {}), app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(stopped(stop_rx));
-            let (a, b) = tokio::join!(client.into_future(), fed.into_future());
-            a?;
-            b?;
+            None => client.await,
         }
-        None => client.await?,
-    }
+    };
+    let (a, b) = tokio::join!(api, metrics);
+    a?;
+    b?;
     state.store.close().await;
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The `kairan-homeserver` command: run the server, print a configuration, create users.
+//! The `kairan-homeserver` command: run the server, print a configuration, create users,
+//! back up and restore.
 
 use std::path::PathBuf;
 
@@ -39,6 +40,21 @@ enum Command {
     QuarantineMedia {
         /// The media's URI, `mxc://SERVER/MEDIA_ID`.
         mxc_uri: String,
+    },
+    /// Back up the database, media, signing key and configuration into DIR while the
+    /// server runs (SQLite: VACUUM INTO; PostgreSQL: pg_dump, which must be on PATH).
+    Backup {
+        /// A new or empty directory.
+        dir: PathBuf,
+    },
+    /// Restore a backup into the configured database, data_dir and media store. Stop the
+    /// server first.
+    Restore {
+        /// A directory written by `backup`.
+        dir: PathBuf,
+        /// Replace a database that already holds data, and a different signing key.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -86,15 +102,42 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             Some(addr) => format!(", federation (TLS) on {addr}"),
             None => ", no federation listener".to_owned(),
         };
+        let metrics = config.listen.metrics.map(|addr| format!(", metrics on {addr}")).unwrap_or_default();
         println!(
-            "configuration is valid: server {}, database {}, client API on {}{federation}",
+            "configuration is valid: server {}, database {}, client API on {}{federation}{metrics}",
             config.server_name,
             kairan_homeserver::storage::redact_url(&config.database_url()),
             config.listen.client
         );
         return Ok(());
     }
+    let config_file = cli.config.clone();
     match cli.command {
+        Some(Command::Backup { dir }) => {
+            let m = kairan_homeserver::backup::backup(&config, config_file.as_deref(), &dir).await?;
+            println!(
+                "backed up {} (schema {}, {}) and {} media files ({} bytes) into {}",
+                m.server_name,
+                m.schema_version,
+                m.backend,
+                m.media_files,
+                m.media_bytes,
+                dir.display()
+            );
+            Ok(())
+        }
+        Some(Command::Restore { dir, force }) => {
+            let m = kairan_homeserver::backup::restore(&config, &dir, force).await?;
+            println!(
+                "restored {} (schema {}, {}, taken at {} ms since the epoch) from {}; start the server now",
+                m.server_name,
+                m.schema_version,
+                m.backend,
+                m.created_ts,
+                dir.display()
+            );
+            Ok(())
+        }
         None | Some(Command::Run) => kairan_homeserver::serve(config, shutdown_signal()).await,
         Some(Command::CreateUser { name, password_file, admin }) => {
             let text = std::fs::read_to_string(&password_file)

@@ -44,3 +44,8 @@ CREATE TABLE invite_stripped_state (
     events TEXT NOT NULL,
     PRIMARY KEY (room_id, user_id)
 );
+
+-- History fetched from other servers (backfill) takes positions below every other
+-- event's, counting down from 0, so that it sorts before what this server already had
+-- and never shows up as news in an incremental sync.
+INSERT INTO counters (name, value) VALUES ('backfill', 0);

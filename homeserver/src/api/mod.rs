@@ -40,6 +40,8 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(SequentialIds::default()))
+        // Outermost: every request is counted and timed, including refusals and panics.
+        .layer(axum::middleware::from_fn(crate::metrics::track_request))
         .with_state(state)
 }
 

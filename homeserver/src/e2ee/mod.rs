@@ -610,6 +610,19 @@ impl Services {
         Ok(())
     }
 
+    /// After a device's display name changed: users sharing a room with its owner, here
+    /// and on other servers, hear of it (the name travels with the device's keys). A
+    /// device without keys is nobody else's concern yet.
+    pub async fn device_renamed(&self, user: &UserId, device_id: &str) -> Result<()> {
+        if !self.store.device_ids_with_keys(user.as_str()).await?.iter().any(|d| d == device_id) {
+            return Ok(());
+        }
+        let pos = self.store.record_device_list_change(user.as_str()).await?;
+        self.notifier.advance(pos);
+        self.announce_device_update(user, device_id, pos, false).await;
+        Ok(())
+    }
+
     /// Users whose devices `user` should re-fetch, and users it no longer shares a room
     /// with, for changes in `(since, to]`: `(changed, left)`.
     pub async fn device_list_changes(&self, user: &UserId, since: i64, to: i64) -> Result<(Vec<String>, Vec<String>)> {

@@ -61,7 +61,7 @@ impl Services {
                 if update.user_id.server_name() != origin {
                     return Err(Error::forbidden(format!("{origin} cannot announce devices of {}", update.user_id)));
                 }
-                let pos = self.store.record_remote_device_list_change(update.user_id.as_str()).await?;
+                let pos = self.store.record_device_list_change(update.user_id.as_str()).await?;
                 self.notifier.advance(pos);
                 Ok(())
             }

@@ -40,6 +40,10 @@ impl Services {
         if user.server_name() != origin {
             return Ok(false);
         }
+        let Ok(room_id) = ruma::RoomId::parse(room) else { return Ok(false) };
+        if self.check_server_acl(&room_id, origin).await.is_err() {
+            return Ok(false);
+        }
         Ok(self.store.membership(room, user.as_str()).await?.as_deref() == Some("join"))
     }
 
@@ -92,7 +96,8 @@ impl Services {
             if !matches!(presence, "online" | "offline" | "unavailable") {
                 continue;
             }
-            let ago = update["last_active_ago"].as_i64().unwrap_or(0).max(0);
+            // A day at most: a hostile value must not produce a nonsensical timestamp.
+            let ago = update["last_active_ago"].as_i64().unwrap_or(0).clamp(0, 86_400_000);
             let pos =
                 self.store.set_presence(user.as_str(), presence, update["status_msg"].as_str(), now_ms() - ago).await?;
             self.notifier.advance(pos);

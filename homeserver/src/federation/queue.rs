@@ -154,7 +154,17 @@ impl Services {
             let raw = RawValue::from_string(item.payload.clone()).map_err(|e| Error::internal("queued edu", e))?;
             request.edus.push(Raw::from_json(raw));
         }
-        let response = self.send_federation_request(destination, request).await?;
+        let response = match self.send_federation_request(destination, request).await {
+            Ok(r) => r,
+            // The destination refuses this transaction itself (not a transient failure):
+            // resending it would be refused forever and hold up everything behind it.
+            Err(e) if e.status.is_client_error() && !matches!(e.status.as_u16(), 401 | 408 | 429) => {
+                tracing::warn!(%destination, error = %e.message, items = ids.len(), "destination refused a transaction; dropping it");
+                self.store.dequeue(&ids).await?;
+                return Ok(ids.len());
+            }
+            Err(e) => return Err(e),
+        };
         for (event_id, result) in &response.pdus {
             if let Err(e) = result {
                 // The receiver refused one PDU: retrying the same PDU would fail again.
@@ -195,6 +205,7 @@ async fn run_sender(services: Weak<Services>, destination: OwnedServerName, wake
                 failures = failures.saturating_add(1);
                 let delay = Duration::from_secs(1u64 << failures.min(20)).min(max_retry);
                 tracing::warn!(%destination, error = %e.message, retry_in_s = delay.as_secs(), "federation send failed");
+                crate::metrics::metrics().federation_send_failed(destination.as_str());
                 drop(s);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

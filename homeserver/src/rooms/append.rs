@@ -55,6 +55,9 @@ impl Txn {
     }
 }
 
+/// The largest depth canonical JSON can carry.
+const MAX_DEPTH: i64 = (1 << 53) - 1;
+
 /// Where a new event attaches to its room.
 pub(super) struct Parents {
     pub prev_events: Vec<String>,
@@ -121,7 +124,10 @@ impl Services {
                 (group, Arc::new(resolved))
             }
         };
-        Ok(Parents { prev_events: extremities, depth: depth + 1, state_group_before, state_before })
+        // Canonical JSON integers stop at 2^53 - 1; a remote event at that depth must not
+        // make the room unwritable.
+        let depth = (depth + 1).min(MAX_DEPTH);
+        Ok(Parents { prev_events: extremities, depth, state_group_before, state_before })
     }
 
     /// Builds, signs and authorises (but does not persist) an event whose parents are known.
@@ -413,7 +419,7 @@ impl Services {
 }
 
 /// What `/search` matches for an event: a message's body, a room's name or topic.
-fn search_text(kind: &str, content: &Value) -> Option<String> {
+pub(super) fn search_text(kind: &str, content: &Value) -> Option<String> {
     let field = match kind {
         "m.room.message" => "body",
         "m.room.name" => "name",

@@ -39,6 +39,9 @@ pub enum Ingested {
     Rejected(String),
 }
 
+/// How deep the auth events of a fetched event are fetched in turn.
+const FETCH_DEPTH: u32 = 5;
+
 /// How many missing events one gap may bring before the state at the gap is fetched instead.
 const MISSING_EVENTS_LIMIT: u32 = 50;
 
@@ -52,8 +55,13 @@ impl Services {
             Err(e) => return self.event_id_of(raw).await.map(|id| (id, Ingested::Rejected(e.message.clone()))).ok_or(e),
         };
         let event_id = pdu.event_id.clone();
+        // Only rooms this server is in take events (as in Synapse): a room it left, or was
+        // only invited to, is not open to whatever a server sends.
+        if !self.is_resident(&pdu.room_id, None).await? {
+            return Ok((event_id, Ingested::Rejected(format!("this server is not in room {}", pdu.room_id))));
+        }
         if let Err(e) = self.check_server_acl(&pdu.room_id, origin).await {
-            return Ok((event_id, Ingested::Rejected(e.message)));
+            return Ok((event_id, self.reject(&pdu, e.message).await?));
         }
         let lock = self.rooms.lock(&pdu.room_id);
         let _guard = lock.lock().await;
@@ -134,29 +142,11 @@ impl Services {
         if self.store.in_timeline(&event_id).await? || self.store.is_rejected(&event_id).await? {
             return Ok(Ingested::AlreadyKnown);
         }
-        // Authorised by its own auth events?
-        let mut auth = Vec::new();
-        for id in &pdu.auth_events {
-            match self.pdu_or_fetch(origin, &pdu.room_id, id, rules).await? {
-                Some(p) => auth.push(p),
-                None => return self.reject(&pdu, format!("auth event {id} unavailable")).await,
-            }
-        }
-        // v12 events name their create event through the room ID, not auth_events.
-        if rules.authorization.room_create_event_id_as_room_id {
-            let create_id = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
-                .map_err(|e| Error::bad_json(format!("room ID: {e}")))?;
-            match self.pdu_or_fetch(origin, &pdu.room_id, &create_id, rules).await? {
-                Some(p) => auth.push(p),
-                None => return self.reject(&pdu, format!("create event {create_id} unavailable")).await,
-            }
-        }
-        let auth_state: StateMap = auth
-            .iter()
-            .filter_map(|p| p.state_key.as_ref().map(|k| ((p.kind.to_string(), k.clone()), p.event_id.to_string())))
-            .collect();
-        if let Err(e) = self.authorise(rules, &pdu, &auth_state).await {
-            return self.reject(&pdu, format!("not allowed by its auth events: {}", e.message)).await;
+        match self.check_auth_events(origin, rules, &pdu).await? {
+            Some((reason, true)) => return self.reject(&pdu, reason).await,
+            // Its auth events could not be fetched now: refused, but not for good.
+            Some((reason, false)) => return Ok(Ingested::Rejected(reason)),
+            None => {}
         }
 
         // The state before it, from its prev events (fetching what is missing).
@@ -166,7 +156,7 @@ impl Services {
                 missing.push(prev.clone());
             }
         }
-        if !missing.is_empty() && recursion < 3 {
+        if !missing.is_empty() && recursion == 0 {
             self.fetch_missing_events(origin, rules, &pdu, recursion).await?;
             let mut still = Vec::new();
             for prev in &missing {
@@ -226,6 +216,70 @@ impl Services {
         Ok(Ingested::Accepted(pdu))
     }
 
+    /// Authorisation of an event by the auth events this server holds, fetching nothing.
+    /// `Some((reason, permanent))` when it fails; a missing auth event is not permanent.
+    async fn check_held_auth_events(&self, rules: &RoomVersionRules, pdu: &Arc<Pdu>) -> Result<Option<(String, bool)>> {
+        let mut ids: Vec<OwnedEventId> = pdu.auth_events.clone();
+        if rules.authorization.room_create_event_id_as_room_id
+            && let Ok(create) = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
+            && create != pdu.event_id
+        {
+            ids.push(create);
+        }
+        let mut auth_state = StateMap::new();
+        for id in &ids {
+            match self.pdu(id.as_str()).await? {
+                Some(p) => {
+                    if let Some(k) = &p.state_key {
+                        auth_state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
+                    }
+                }
+                None => return Ok(Some((format!("auth event {id} is not held"), false))),
+            }
+        }
+        Ok(self
+            .authorise(rules, pdu, &auth_state)
+            .await
+            .err()
+            .map(|e| (format!("not allowed by its auth events: {}", e.message), true)))
+    }
+
+    /// Authorisation of an event by its own auth events (fetched from `origin` when not
+    /// held). `Some((reason, permanent))` when it fails; an auth event that cannot be
+    /// fetched now is not a permanent failure.
+    pub(crate) async fn check_auth_events(
+        &self,
+        origin: &ServerName,
+        rules: &RoomVersionRules,
+        pdu: &Arc<Pdu>,
+    ) -> Result<Option<(String, bool)>> {
+        let mut auth = Vec::new();
+        for id in &pdu.auth_events {
+            match self.pdu_or_fetch(origin, &pdu.room_id, id, rules).await? {
+                Some(p) => auth.push(p),
+                None => return Ok(Some((format!("auth event {id} unavailable"), false))),
+            }
+        }
+        // v12 events name their create event through the room ID, not auth_events.
+        if rules.authorization.room_create_event_id_as_room_id {
+            let create_id = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
+                .map_err(|e| Error::bad_json(format!("room ID: {e}")))?;
+            match self.pdu_or_fetch(origin, &pdu.room_id, &create_id, rules).await? {
+                Some(p) => auth.push(p),
+                None => return Ok(Some((format!("create event {create_id} unavailable"), false))),
+            }
+        }
+        let auth_state: StateMap = auth
+            .iter()
+            .filter_map(|p| p.state_key.as_ref().map(|k| ((p.kind.to_string(), k.clone()), p.event_id.to_string())))
+            .collect();
+        Ok(self
+            .authorise(rules, pdu, &auth_state)
+            .await
+            .err()
+            .map(|e| (format!("not allowed by its auth events: {}", e.message), true)))
+    }
+
     async fn reject(&self, pdu: &Pdu, reason: String) -> Result<Ingested> {
         tracing::info!(event_id = %pdu.event_id, room_id = %pdu.room_id, %reason, "rejected a received event");
         self.store
@@ -277,6 +331,17 @@ impl Services {
         event_id: &EventId,
         rules: &RoomVersionRules,
     ) -> Result<Option<Arc<Pdu>>> {
+        self.fetch_with_budget(origin, room_id, event_id, rules, FETCH_DEPTH).await
+    }
+
+    async fn fetch_with_budget(
+        &self,
+        origin: &ServerName,
+        room_id: &RoomId,
+        event_id: &EventId,
+        rules: &RoomVersionRules,
+        budget: u32,
+    ) -> Result<Option<Arc<Pdu>>> {
         if let Some(p) = self.pdu(event_id.as_str()).await? {
             return Ok(Some(p));
         }
@@ -288,6 +353,15 @@ impl Services {
                     return Ok(None);
                 }
             };
+        // Its own auth events first (a short chain at most), so it can be checked.
+        if budget > 0
+            && let Ok(obj) = serde_json::from_str::<CanonicalJsonObject>(response.pdu.get())
+            && let Some(auth) = obj.get("auth_events").and_then(|a| a.as_array())
+        {
+            for id in auth.iter().filter_map(|v| v.as_str()).filter_map(|v| OwnedEventId::try_from(v).ok()) {
+                Box::pin(self.fetch_with_budget(origin, room_id, &id, rules, budget - 1)).await?;
+            }
+        }
         self.store_outlier(&response.pdu, room_id, rules, Some(event_id)).await
     }
 
@@ -318,9 +392,27 @@ impl Services {
             tracing::info!(event_id = %pdu.event_id, "dropping a fetched event that is not the one asked for");
             return Ok(None);
         }
-        if self.pdu(pdu.event_id.as_str()).await?.is_none() {
-            self.store.insert_outlier(pdu.event_id.as_str(), room_id.as_str(), &pdu.json_string()).await?;
+        self.keep_outlier(rules, pdu).await
+    }
+
+    /// Keeps a verified event as an outlier if its held auth events allow it.
+    pub(crate) async fn keep_outlier(&self, rules: &RoomVersionRules, pdu: Arc<Pdu>) -> Result<Option<Arc<Pdu>>> {
+        let room_id = pdu.room_id.clone();
+        if self.pdu(pdu.event_id.as_str()).await?.is_some() {
+            return Ok(Some(pdu));
         }
+        // Kept only if its own auth events (already held: callers store a chain oldest
+        // first) allow it; otherwise it could later pose as an auth event or as state.
+        if let Some((reason, permanent)) = self.check_held_auth_events(rules, &pdu).await? {
+            tracing::info!(event_id = %pdu.event_id, %reason, "refusing a fetched event");
+            if permanent {
+                self.store
+                    .insert_rejected(pdu.event_id.as_str(), room_id.as_str(), &pdu.json_string(), &reason, now_ms())
+                    .await?;
+            }
+            return Ok(None);
+        }
+        self.store.insert_outlier(pdu.event_id.as_str(), room_id.as_str(), &pdu.json_string()).await?;
         Ok(Some(pdu))
     }
 
@@ -357,7 +449,8 @@ impl Services {
                 Err(_) => continue,
             };
             match self.verify_pdu_object(obj, &pdu.room_id, rules).await {
-                Ok(p) => events.push(p),
+                Ok(p) if p.room_id == pdu.room_id => events.push(p),
+                Ok(p) => tracing::info!(event_id = %p.event_id, "dropping a missing event of another room"),
                 Err(e) => tracing::info!(error = %e.message, "dropping a missing event that fails verification"),
             }
         }
@@ -366,8 +459,11 @@ impl Services {
             if p.event_id == pdu.event_id {
                 continue;
             }
-            let outcome = Box::pin(self.ingest_locked(origin, rules, p, Vec::new(), recursion + 1)).await?;
-            tracing::debug!(?outcome, "filled a gap");
+            // One level only: the events of a gap do not fetch gaps of their own.
+            match Box::pin(self.ingest_locked(origin, rules, p, Vec::new(), recursion + 1)).await {
+                Ok(outcome) => tracing::debug!(?outcome, "filled a gap"),
+                Err(e) => tracing::info!(error = %e.message, "an event of a gap could not be stored"),
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The room model: build, hash, sign, authorise and persist events; read state.
 
 mod append;
+mod backfill;
 mod create;
 mod ingest;
 mod membership;

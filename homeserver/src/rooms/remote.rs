@@ -119,12 +119,34 @@ impl Services {
             },
             None => pdu,
         };
-        for event in &joined.auth_chain {
-            self.store_outlier(event, room_id, &rules, None).await?;
+        // Every event is verified, then kept oldest first, each checked against its own
+        // (by then held) auth events: a resident server cannot hand over a forged state.
+        let mut received = Vec::new();
+        let state_ids: std::collections::HashSet<String> = joined
+            .state
+            .iter()
+            .filter_map(|e| serde_json::from_str::<ruma::CanonicalJsonObject>(e.get()).ok())
+            .filter_map(|o| ruma::signatures::reference_hash(&o, &rules).ok())
+            .map(|h| format!("${h}"))
+            .collect();
+        for event in joined.auth_chain.iter().chain(&joined.state) {
+            let Ok(obj) = serde_json::from_str::<ruma::CanonicalJsonObject>(event.get()) else { continue };
+            match self.verify_pdu_object(obj, room_id, &rules).await {
+                Ok(p) if p.room_id == room_id => received.push(p),
+                Ok(_) => {}
+                Err(e) => tracing::info!(error = %e.message, "dropping a join state event that fails verification"),
+            }
         }
+        received.sort_by_key(|p| (p.depth, p.origin_server_ts));
+        received.dedup_by(|a, b| a.event_id == b.event_id);
+
+        let lock = self.rooms.lock(room_id);
+        let _guard = lock.lock().await;
         let mut state = StateMap::new();
-        for event in &joined.state {
-            if let Some(p) = self.store_outlier(event, room_id, &rules, None).await?
+        for p in received {
+            let in_state = state_ids.contains(p.event_id.as_str());
+            if let Some(p) = self.keep_outlier(&rules, p).await?
+                && in_state
                 && let Some(k) = &p.state_key
             {
                 state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
@@ -134,10 +156,14 @@ impl Services {
             .get(&("m.room.create".to_owned(), String::new()))
             .ok_or_else(|| Error::bad_json(format!("{server} sent the room's state without its create event")))?;
         let create = self.pdu(create_id).await?.ok_or_else(|| Error::internal("create event", create_id))?;
+        let created_version = create.content_value().get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
+        if created_version != version {
+            return Err(Error::bad_json(format!(
+                "{server} said the room has version {version}, its create event says {created_version}"
+            )));
+        }
         self.store.create_room_row(room_id.as_str(), &version, create.sender.as_str(), false, now_ms()).await?;
-
-        let lock = self.rooms.lock(room_id);
-        let _guard = lock.lock().await;
+        self.store.set_room_version(room_id.as_str(), &version).await?;
         self.authorise(&rules, &pdu, &state).await?;
         let group = self.store.create_state_group(room_id.as_str(), &state).await?;
         let parents = Parents {
@@ -301,14 +327,29 @@ impl Services {
     ) -> Result<Arc<Pdu>> {
         let mut event: serde_json::Map<String, Value> =
             serde_json::from_str(template).map_err(|e| Error::bad_json(format!("event template: {e}")))?;
+        // The template must be for this user in this room (a v12 room ID is implicit only
+        // in the create event, which this is not).
+        let fits = event.get("room_id").and_then(Value::as_str) == Some(room_id.as_str())
+            && event.get("type").and_then(Value::as_str) == Some("m.room.member")
+            && event.get("state_key").and_then(Value::as_str) == Some(user.as_str())
+            && event.get("sender").and_then(Value::as_str) == Some(user.as_str());
+        if !fits {
+            return Err(Error::bad_json("the resident server's template is not for this user and room"));
+        }
         for field in ["event_id", "signatures", "hashes", "unsigned"] {
             event.remove(field);
         }
-        event.insert("sender".into(), user.as_str().into());
-        event.insert("state_key".into(), user.as_str().into());
-        event.insert("type".into(), "m.room.member".into());
         event.insert("origin_server_ts".into(), now_ms().into());
-        event.insert("content".into(), content);
+        // Keep what the resident server put in the content (a restricted room's
+        // `join_authorised_via_users_server`), with this server's fields on top.
+        let mut merged = match event.remove("content") {
+            Some(Value::Object(c)) => c,
+            _ => serde_json::Map::new(),
+        };
+        if let Value::Object(ours) = content {
+            merged.extend(ours);
+        }
+        event.insert("content".into(), Value::Object(merged));
         let (pdu, _) = self.sign_pdu(Value::Object(event), rules, Some(room_id))?;
         Ok(pdu)
     }

@@ -135,7 +135,11 @@ impl Services {
             Ingested::Accepted(_) | Ingested::AlreadyKnown => {}
             Ingested::SoftFailed(reason) | Ingested::Rejected(reason) => return Err(Error::forbidden(reason)),
         }
-        let row = self.store.event(event_id.as_str()).await?.ok_or_else(|| Error::internal("joined", event_id))?;
+        let row = match self.store.event(event_id.as_str()).await? {
+            Some(r) if r.stream_ordering != 0 => r,
+            // Known, but refused before (a retry of a rejected join).
+            _ => return Err(Error::forbidden(format!("{event_id} was refused by this server"))),
+        };
         let state = self.state_at_group(row.state_group_before).await?;
         let servers_in_room = self.room_servers(room_id.as_str()).await?.iter().map(|s| s.to_string()).collect();
         let mut joined = JoinedState { state: Vec::new(), auth_chain: Vec::new(), event: raw(&pdu)?, servers_in_room };

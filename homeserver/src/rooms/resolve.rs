@@ -116,29 +116,31 @@ fn conflicted_subgraph(
             stack.extend(graph.get(&id).cloned().unwrap_or_default());
         }
     }
-    // Events from which a conflicted event is reachable by at least one step.
+    // Events from which a conflicted event is reachable by at least one step: an
+    // iterative depth-first walk (a hostile auth chain may be very long; no recursion).
     let mut reaches: HashMap<OwnedEventId, bool> = HashMap::new();
-    fn reaches_conflicted(
-        id: &OwnedEventId,
-        conflicted: &HashSet<OwnedEventId>,
-        graph: &HashMap<OwnedEventId, Vec<OwnedEventId>>,
-        memo: &mut HashMap<OwnedEventId, bool>,
-    ) -> bool {
-        if let Some(r) = memo.get(id) {
-            return *r;
+    for start in conflicted.iter().chain(below.iter()) {
+        let mut stack: Vec<(OwnedEventId, bool)> = vec![(start.clone(), false)];
+        while let Some((id, expanded)) = stack.pop() {
+            if reaches.contains_key(&id) && !expanded {
+                continue;
+            }
+            let parents = graph.get(&id).cloned().unwrap_or_default();
+            if expanded {
+                let r = parents.iter().any(|p| conflicted.contains(p) || reaches.get(p).copied().unwrap_or(false));
+                reaches.insert(id, r);
+                continue;
+            }
+            // Provisional, so a malformed (cyclic) graph terminates.
+            reaches.insert(id.clone(), false);
+            stack.push((id, true));
+            stack.extend(parents.into_iter().filter(|p| !reaches.contains_key(p)).map(|p| (p, false)));
         }
-        // Auth DAGs are acyclic; the provisional false only guards against a malformed one.
-        memo.insert(id.clone(), false);
-        let r = graph.get(id).is_some_and(|parents| {
-            parents.iter().any(|p| conflicted.contains(p) || reaches_conflicted(p, conflicted, graph, memo))
-        });
-        memo.insert(id.clone(), r);
-        r
     }
     let mut subgraph = HashSet::new();
     for id in conflicted.iter().chain(below.iter()) {
         let from_conflicted = below.contains(id);
-        let to_conflicted = reaches_conflicted(id, conflicted, graph, &mut reaches);
+        let to_conflicted = reaches.get(id).copied().unwrap_or(false);
         let on_path =
             if conflicted.contains(id) { from_conflicted || to_conflicted } else { from_conflicted && to_conflicted };
         if on_path {

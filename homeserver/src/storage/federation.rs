@@ -230,6 +230,74 @@ impl Store {
         tx.commit().await
     }
 
+    /// Stores an event of a room's history fetched from another server: at the next
+    /// position below all others, with the state group it is shown with, outside the
+    /// room's current state and extremities. Returns false if it was already held.
+    pub async fn persist_backfilled(&self, ev: &super::NewEvent) -> sqlx::Result<bool> {
+        let mut tx = self.begin().await?;
+        let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = $1")
+            .bind(&ev.event_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if held > 0 {
+            return Ok(false);
+        }
+        for prev in &ev.prev_events {
+            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(&ev.event_id)
+                .bind(prev)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let pos: i64 =
+            sqlx::query_scalar("UPDATE counters SET value = value - 1 WHERE name = 'backfill' RETURNING value")
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query(
+            "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
+             origin_server_ts, pdu_json, state_group_before, state_group, rel_type, relates_to, search_text) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
+        )
+        .bind(pos)
+        .bind(&ev.event_id)
+        .bind(&ev.room_id)
+        .bind(&ev.sender)
+        .bind(&ev.event_type)
+        .bind(&ev.state_key)
+        .bind(ev.depth)
+        .bind(ev.origin_server_ts)
+        .bind(&ev.pdu_json)
+        .bind(ev.state_group_before)
+        .bind(&ev.rel_type)
+        .bind(&ev.relates_to)
+        .bind(&ev.search_text)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(redacts) = &ev.redacts {
+            sqlx::query(
+                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
+            )
+            .bind(&ev.event_id)
+            .bind(redacts)
+            .bind(&ev.room_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The room's earliest event in this server's timeline (the lowest position).
+    pub async fn earliest_event(&self, room_id: &str) -> sqlx::Result<Option<(String, i64)>> {
+        let row = sqlx::query(
+            "SELECT event_id, state_group_before FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 1",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+    }
+
     /// The user IDs with membership `join` in a room's current state.
     pub async fn joined_members(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar(

@@ -40,6 +40,16 @@ fn media_row(r: &AnyRow) -> sqlx::Result<MediaRow> {
 }
 
 impl Store {
+    /// Bytes of media content on disk: each distinct file (SHA-256) once, as uploads of
+    /// the same bytes share one file. For metrics.
+    pub async fn media_bytes_stored(&self) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM (SELECT MAX(size) AS size FROM media GROUP BY sha256) AS f",
+        )
+        .fetch_one(&self.pool)
+        .await
+    }
+
     /// Records a media. Fails if the media ID is taken.
     pub async fn insert_media(&self, m: &MediaRow) -> sqlx::Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!(

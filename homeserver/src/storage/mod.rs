@@ -135,6 +135,11 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// The pool's open connections, idle connections and maximum, for metrics.
+    pub fn pool_stats(&self) -> (u32, usize, u32) {
+        (self.pool.size(), self.pool.num_idle(), self.pool.options().get_max_connections())
+    }
+
     /// Takes the next value of a named counter inside `tx`. For `stream` this must be
     /// the last statement before commit: the row stays locked until then, which keeps
     /// commit order and position order the same across connections and processes.

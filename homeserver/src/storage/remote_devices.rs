@@ -8,9 +8,10 @@
 use super::Store;
 
 impl Store {
-    /// Records that a remote user's devices or cross-signing keys changed, at the next
-    /// stream position, visible to every local user sharing a room with them.
-    pub async fn record_remote_device_list_change(&self, user_id: &str) -> sqlx::Result<i64> {
+    /// Records that a user's devices or cross-signing keys changed (a remote user's, as
+    /// their server announced, or a local device's display name), at the next stream
+    /// position, visible to every local user sharing a room with them.
+    pub async fn record_device_list_change(&self, user_id: &str) -> sqlx::Result<i64> {
         let mut tx = self.begin().await?;
         // The counter is the last statement before commit, as for every stream write.
         let pos = Self::next_counter(&mut tx, "stream").await?;

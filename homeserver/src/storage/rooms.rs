@@ -27,6 +27,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Corrects a room's version (a room first known from an invite, whose claimed
+    /// version the create event settles).
+    pub async fn set_room_version(&self, room_id: &str, version: &str) -> sqlx::Result<()> {
+        sqlx::query("UPDATE rooms SET room_version = $2 WHERE room_id = $1")
+            .bind(room_id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn room_version(&self, room_id: &str) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
             .bind(room_id)

@@ -5,10 +5,20 @@
 //! `/get_missing_events`, `/event_auth`) and the device endpoints answer a server whose
 //! users share the room, and refuse one whose users do not.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, ensure};
 use kairan_tests::{Api, Backend, PASSWORD, Response, ServerOptions, TestServer, enc, test_ca};
+use matrix_sdk::{
+    Client, RoomState,
+    config::SyncSettings,
+    deserialized_responses::TimelineEventKind,
+    ruma::{
+        EventId, RoomId, UserId,
+        api::client::room::create_room::v3::{Request as CreateRoomRequest, RoomPreset},
+        events::room::{member::MembershipState, message::RoomMessageEventContent},
+    },
+};
 use ruma::{
     CanonicalJsonObject, OwnedServerName,
     api::federation::authentication::{ServerSignaturesInput, XMatrix},
@@ -19,6 +29,7 @@ use ruma::{
 use serde_json::{Value, json};
 
 use crate::federation::{FEDERATION_DEADLINE, wait_for, wait_membership};
+use crate::support::{event_json, raw, room_state, sync_until, user_id};
 
 /// The signing key of a test server, from its key file (`ed25519 VERSION SEED`).
 fn signing_key(server: &TestServer) -> anyhow::Result<Ed25519KeyPair> {
@@ -76,7 +87,7 @@ fn ok_at((path, response): (String, Response)) -> anyhow::Result<Value> {
 
 /// A cross-signing key pair whose key ID is its public key, as clients make them.
 fn cross_signing_pair() -> anyhow::Result<(Ed25519KeyPair, String)> {
-    let der = Ed25519KeyPair::generate()?;
+    let der = Ed25519KeyPair::generate();
     let public = Base64::<ruma::serde::base64::Standard, _>::new(
         Ed25519KeyPair::from_der(&der, "probe".to_owned())?.public_key().to_vec(),
     )
@@ -236,6 +247,23 @@ async fn scenario(backend: Backend) -> anyhow::Result<()> {
     let curve = &query["device_keys"][mayor.me()][&mayor_device]["keys"][format!("curve25519:{mayor_device}")];
     ensure!(*curve == "curve-2", "keys after the change: {query}");
 
+    // Renaming the device is a change too; the new name comes with the keys.
+    let since = governor.sync(None, 0).await?["next_batch"].as_str().context("next_batch")?.to_owned();
+    mayor
+        .put(&format!("/_matrix/client/v3/devices/{}", enc(&mayor_device)), &json!({ "display_name": "Mayor's phone" }))
+        .await?
+        .ok()?;
+    wait_for("the renamed device in the governor's device_lists.changed", FEDERATION_DEADLINE, || async {
+        let sync = governor.sync(Some(&since), 1000).await?;
+        let found = sync["device_lists"]["changed"].as_array().is_some_and(|c| c.iter().any(|u| u == mayor.me()));
+        Ok(if found { Ok(()) } else { Err(sync["device_lists"].to_string()) })
+    })
+    .await?;
+    let query =
+        governor.post("/_matrix/client/v3/keys/query", &json!({ "device_keys": { mayor.me(): [] } })).await?.ok()?;
+    let name = &query["device_keys"][mayor.me()][&mayor_device]["unsigned"]["device_display_name"];
+    ensure!(*name == "Mayor's phone", "the device's name over federation: {query}");
+
     // A to-device message to the mayor's device travels as m.direct_to_device.
     governor
         .put(
@@ -335,5 +363,107 @@ async fn scenario(backend: Backend) -> anyhow::Result<()> {
     kairan_tests::assert_matrix_error(&refused, 403, "M_FORBIDDEN")?;
     let unknown = get(format!("/_matrix/federation/v1/event/{}", enc("$nothing-of-the-kind"))).await?.1;
     kairan_tests::assert_matrix_error(&unknown, 404, "M_NOT_FOUND")?;
+    Ok(())
+}
+
+/// How long each sync of the matrix-sdk clients long-polls.
+const SDK_POLL: Duration = Duration::from_secs(1);
+
+/// A matrix-sdk client whose device keys are uploaded (by its first sync).
+async fn sdk_client(server: &TestServer, name: &str) -> anyhow::Result<Client> {
+    let client = server.client(name, PASSWORD).await?;
+    client.encryption().wait_for_e2ee_initialization_tasks().await;
+    client.sync_once(SyncSettings::new().timeout(SDK_POLL)).await.with_context(|| format!("{name}'s first sync"))?;
+    Ok(client)
+}
+
+/// Syncs `client` until `user` is joined to `room_id` in its store.
+async fn sdk_until_joined(client: &Client, room_id: &RoomId, user: &UserId) -> anyhow::Result<()> {
+    let until = Instant::now() + FEDERATION_DEADLINE;
+    loop {
+        client.sync_once(SyncSettings::new().timeout(SDK_POLL)).await.context("sync")?;
+        if let Some(room) = client.get_room(room_id)
+            && let Some(member) = room.get_member_no_sync(user).await?
+            && *member.membership() == MembershipState::Join
+        {
+            return Ok(());
+        }
+        ensure!(Instant::now() < until, "{user} not seen joined to {room_id} within {FEDERATION_DEADLINE:?}");
+    }
+}
+
+/// Syncs `client` until the event decrypts; returns its `content.body` after checking
+/// the sender of the event and of its megolm session.
+async fn sdk_decrypted(
+    client: &Client,
+    room_id: &RoomId,
+    event_id: &EventId,
+    sender: &UserId,
+) -> anyhow::Result<String> {
+    let until = Instant::now() + FEDERATION_DEADLINE;
+    loop {
+        client.sync_once(SyncSettings::new().timeout(SDK_POLL)).await.context("sync")?;
+        if let Some(room) = client.get_room(room_id)
+            && let Ok(event) = room.event(event_id, None).await
+        {
+            match &event.kind {
+                TimelineEventKind::Decrypted(_) => {
+                    let json = event_json(&event)?;
+                    ensure!(json["sender"] == sender.as_str(), "sender of {event_id}: {json}");
+                    let info = event.encryption_info().context("decrypted event without encryption info")?;
+                    ensure!(info.sender == sender, "megolm session of {event_id} belongs to {}", info.sender);
+                    return Ok(json["content"]["body"].as_str().unwrap_or_default().to_owned());
+                }
+                TimelineEventKind::PlainText { event } => {
+                    anyhow::bail!("{event_id} arrived in plaintext: {}", event.json())
+                }
+                TimelineEventKind::UnableToDecrypt { .. } => {}
+            }
+        }
+        ensure!(Instant::now() < until, "{event_id} still not decrypted within {FEDERATION_DEADLINE:?}");
+    }
+}
+
+/// The governor and a mayor on different kairan servers talk in an encrypted room with
+/// matrix-sdk clients. Each decrypts the other, which needs every step across the two
+/// servers: the other user's devices through `user/keys/query`, a one-time key through
+/// `user/keys/claim`, the megolm room key as an Olm-encrypted `m.direct_to_device`, and
+/// the joined user's device list as a change in `/sync`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_conversation_across_servers() -> anyhow::Result<()> {
+    let start = || TestServer::start(ServerOptions::default().federation());
+    let (pref, muni) = tokio::try_join!(start(), start())?;
+    pref.create_users(&["governor"]).await?;
+    muni.create_users(&["mayor"]).await?;
+    let (governor_id, mayor_id) = (user_id(&pref.user_id("governor"))?, user_id(&muni.user_id("mayor"))?);
+    let governor = sdk_client(&pref, "governor").await?;
+    let mayor = sdk_client(&muni, "mayor").await?;
+
+    let mut request = CreateRoomRequest::new();
+    request.preset = Some(RoomPreset::PrivateChat);
+    request.initial_state = vec![raw(
+        json!({ "type": "m.room.encryption", "state_key": "", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }),
+    )?];
+    let room = governor.create_room(request).await.context("creating the encrypted room")?;
+    let room_id = room.room_id().to_owned();
+    room.invite_user_by_id(&mayor_id).await.context("inviting the mayor")?;
+
+    sync_until(&mayor, "the mayor's invite", |c| room_state(c, &room_id) == Some(RoomState::Invited)).await?;
+    mayor.get_room(&room_id).context("invited room")?.join().await.context("the mayor joins")?;
+    sync_until(&mayor, "the mayor's join", |c| room_state(c, &room_id) == Some(RoomState::Joined)).await?;
+    let mayor_room = mayor.get_room(&room_id).context("joined room")?;
+    sdk_until_joined(&governor, &room_id, &mayor_id).await?;
+
+    let text = RoomMessageEventContent::text_plain("The snow plough leaves at six");
+    let from_governor = room.send(text).await.context("the governor sends")?.response.event_id;
+    let got = sdk_decrypted(&mayor, &room_id, &from_governor, &governor_id).await.context("the mayor decrypts")?;
+    ensure!(got == "The snow plough leaves at six", "the mayor decrypted {got:?}");
+
+    // The mayor's client learns the members from the server (`/members`) before it shares
+    // its room key.
+    let text = RoomMessageEventContent::text_plain("The road to the town hall is clear");
+    let from_mayor = mayor_room.send(text).await.context("the mayor sends")?.response.event_id;
+    let got = sdk_decrypted(&governor, &room_id, &from_mayor, &mayor_id).await.context("the governor decrypts")?;
+    ensure!(got == "The road to the town hall is clear", "the governor decrypted {got:?}");
     Ok(())
 }

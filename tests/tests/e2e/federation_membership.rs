@@ -98,23 +98,16 @@ async fn server_acl_is_enforced() -> anyhow::Result<()> {
             })
             .await?;
             let after = mayor.send_text_ok(&room, "after-acl", "can you still hear me?").await?;
-            // The mayor's read receipt travels in the same queue, after the message: once the
-            // governor sees the receipt, the city's server has delivered the message too.
-            mayor
-                .post(&format!("/_matrix/client/v3/rooms/{}/receipt/m.read/{}", enc(&room), enc(&after)), &json!({}))
-                .await?
-                .ok()?;
-            wait_for("the mayor's receipt on the governor's server", FEDERATION_DEADLINE, || async {
-                let sync = governor.sync(None, 0).await?;
-                let ephemeral = sync["rooms"]["join"][&room]["ephemeral"]["events"].clone();
-                let seen = ephemeral
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|e| e["type"] == "m.receipt" && e["content"][&after]["m.read"][mayor.me()].is_object());
-                Ok(if seen { Ok(()) } else { Err(ephemeral.to_string()) })
+            // The prefecture's server records why it refused the event: wait for that
+            // record (read from its database), not for time to pass.
+            let reason = wait_for("the refusal of the mayor's message", FEDERATION_DEADLINE, || async {
+                Ok(match rejection_reason(&pref, &after).await? {
+                    Some(r) => Ok(r),
+                    None => Err("not refused yet".to_owned()),
+                })
             })
             .await?;
+            ensure!(reason.contains("server ACL"), "refused for another reason: {reason}");
             let seen = governor.event(&room, &after).await?;
             ensure!(seen.status == 404, "an event from an ACL-denied server was accepted: {}", seen.text);
             Ok(())
@@ -251,4 +244,19 @@ async fn forged_event_signature_is_rejected() -> anyhow::Result<()> {
         .await,
     );
     Ok(())
+}
+
+/// Why a server refused an event, from its `rejected_events` table (read-only; WAL lets
+/// it read beside the running server).
+async fn rejection_reason(server: &TestServer, event_id: &str) -> anyhow::Result<Option<String>> {
+    use sqlx::Connection as _;
+    let path = server.dir().join("data").join("kairan.db");
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).read_only(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await?;
+    let reason = sqlx::query_scalar("SELECT reason FROM rejected_events WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_optional(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(reason)
 }

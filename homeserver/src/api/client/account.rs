@@ -79,6 +79,7 @@ async fn update_device(state: AppState, req: Ruma<update_device::v3::Request>) -
     if !state.store.rename_device(user.as_str(), req.body.device_id.as_str(), req.body.display_name.as_deref()).await? {
         return Err(Error::not_found("no such device"));
     }
+    state.device_renamed(user, req.body.device_id.as_str()).await?;
     Ok(Json(json!({})))
 }
 

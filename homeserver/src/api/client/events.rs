@@ -137,12 +137,18 @@ async fn messages(state: AppState, req: Ruma<get_message_events::v3::Request>) -
     let from = match &b.from {
         Some(t) => parse_token(t)?.stream,
         None if backwards => ceiling,
-        None => 0,
+        None => i64::MIN,
     };
     let to = b.to.as_deref().map(parse_token).transpose()?.map(|p| p.stream);
     let rows = if backwards {
-        let lower = to.unwrap_or(0);
-        state.store.room_events(room, lower, from.min(ceiling), true, limit).await?
+        // Backfilled history sits at negative positions.
+        let lower = to.unwrap_or(i64::MIN);
+        let mut rows = state.store.room_events(room, lower, from.min(ceiling), true, limit).await?;
+        // Paging past the start of what this server holds: ask the room's other servers.
+        if (rows.len() as i64) < limit && to.is_none() && state.backfill(&b.room_id).await? > 0 {
+            rows = state.store.room_events(room, lower, from.min(ceiling), true, limit).await?;
+        }
+        rows
     } else {
         let upper = to.unwrap_or(ceiling).min(ceiling);
         state.store.room_events(room, from, upper, false, limit).await?
@@ -175,7 +181,7 @@ async fn context(state: AppState, req: Ruma<get_context::v3::Request>) -> Result
     let after_n = limit - before_n;
     let (_, left_at) = state.readable_state(&b.room_id, &auth.user).await?;
     let ceiling = left_at.unwrap_or(state.notifier.current().stream);
-    let before = state.store.room_events(room, 0, row.stream_ordering - 1, true, before_n).await?;
+    let before = state.store.room_events(room, i64::MIN, row.stream_ordering - 1, true, before_n).await?;
     let after = state.store.room_events(room, row.stream_ordering, ceiling, false, after_n).await?;
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: true };
     let vis_before = state.visible_events(&auth.user, before.clone()).await?;

@@ -38,6 +38,7 @@ async fn sliding_sync(State(state): State<AppState>, req: Request) -> Response {
         Ok(req) => req,
         Err(e) => return e.into_response(),
     };
+    let _active = crate::metrics::metrics().sync_started("sliding");
     let result = async {
         let auth = req.auth()?;
         state.note_presence(&auth.user, req.body.set_presence.as_str()).await?;

@@ -25,6 +25,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// GET /_matrix/client/v3/sync
 async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Json<Value>> {
+    let _active = crate::metrics::metrics().sync_started("sync");
     let auth = req.auth()?;
     let b = &req.body;
     let filter: Filter = match &b.filter {
