@@ -10,11 +10,17 @@
 //! - [`Api`] is a minimal Client-Server API client over reqwest.
 //! - [`test_ca`] is the process-wide test CA that federating servers (kairan and
 //!   Synapse) serve and trust; [`ServerOptions::federation`] turns a server's federation on.
+//! - [`synapse::SynapseServer`] starts Synapse (from the venv of `scripts/synapse-venv.sh`)
+//!   as a federation peer for the interoperability tests.
 //! - [`assert_matrix_error`] / [`assert_sdk_error`] check a Matrix error response.
 
 mod api;
 mod pg;
 mod server;
+
+// The records bridge (kairan-bridge) as a process.
+mod bridge;
+pub use bridge::{TestBridge, bridge_binary};
 pub mod synapse;
 mod tls;
 

@@ -29,6 +29,7 @@ mod accounts;
 mod admin;
 mod backup;
 mod bad_input;
+mod bridge;
 mod chat;
 mod crash;
 mod encryption;
