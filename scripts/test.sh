@@ -3,6 +3,7 @@
 # PostgreSQL, and end-to-end tests over real kairan-homeserver processes.
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) or KAIRAN_TEST_PG_URL.
+# Needs python3 (with venv) and PyPI through pip the first time, for Synapse.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,7 @@ fi
 # The end-to-end tests run the server binary; build it once, beside the tests.
 cargo build --workspace --bins
 # The federation interop tests run Synapse from a venv (target/synapse-venv); install it
-# when missing (about 20 s from PyPI), check it otherwise.
-bash scripts/synapse-venv.sh
+# when missing (about 20 s from PyPI), check it otherwise. If that fails, every other test
+# still runs and the interop tests fail, each saying Synapse is missing.
+bash scripts/synapse-venv.sh || echo "test.sh: Synapse could not be installed; the federation_synapse tests will fail" >&2
 cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" "$@"

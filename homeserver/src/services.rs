@@ -33,6 +33,8 @@ pub struct Services {
     pub federation: crate::federation::Federation,
     /// The per-destination senders of the federation queue.
     pub senders: crate::federation::queue::Senders,
+    /// Transactions from other servers being processed now.
+    pub inbound_txns: crate::federation::queue::InboundTransactions,
 }
 
 /// The axum application state.
@@ -61,6 +63,7 @@ impl Services {
             admin: Default::default(),
             federation: crate::federation::Federation::new(&config_for_federation)?,
             senders: Default::default(),
+            inbound_txns: Default::default(),
         });
         services.load_admin_policy().await?;
         services.senders.init(Arc::downgrade(&services));

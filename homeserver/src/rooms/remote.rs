@@ -285,12 +285,15 @@ impl Services {
         content: Value,
     ) -> Result<()> {
         let lock = self.rooms.lock(room_id);
-        let _guard = lock.lock().await;
+        // Built under the room's lock, but the lock is not held while the invitee's server
+        // answers: a slow server must not stall the room.
+        let guard = lock.lock().await;
         let rules = self.rules_of(room_id).await?;
         let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
         let parents = self.parents(room_id).await?;
         let template = EventTemplate::state("m.room.member", target.as_str(), content);
         let pdu = self.build_event(room_id.to_owned(), &rules, sender, template, &parents).await?;
+        drop(guard);
 
         let mut invite_state = Vec::new();
         for ((t, k), id) in parents.state_before.iter() {
@@ -312,7 +315,12 @@ impl Services {
             .verify_received_copy(&answer.event, &pdu, &rules)
             .await
             .ok_or_else(|| Error::forbidden(format!("{} returned an invalid invite", target.server_name())))?;
+        let _guard = lock.lock().await;
         self.persist_checked(&rules, signed, parents, sender, None).await?;
+        // Events that arrived meanwhile make the invite a fork of the room.
+        if self.store.forward_extremities(room_id.as_str()).await?.len() > 1 {
+            self.recompute_current_state(room_id, &rules).await?;
+        }
         Ok(())
     }
 

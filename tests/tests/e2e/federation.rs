@@ -426,7 +426,9 @@ async fn three_servers_share_a_room(version: &str) -> anyhow::Result<()> {
 
 /// A municipal server is killed in the middle of a burst and started again. What its mayor
 /// sent just before the kill reaches the others (the outbound queue is durable), the others
-/// go on talking while it is down, and after the restart it receives everything.
+/// go on talking while it is down, and after the restart it receives everything. Then the
+/// other way round: what a server had queued for a peer that was down survives its own
+/// restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_killed_during_burst_catches_up() -> anyhow::Result<()> {
     let mut fed = ThreeServers::start(json!({ "preset": "private_chat", "name": "Typhoon watch" })).await?;
@@ -502,6 +504,21 @@ async fn server_killed_during_burst_catches_up() -> anyhow::Result<()> {
                 );
             }
             wait_same_state(&[&governor, &mayor_a, &mayor_b], &room).await?;
+
+            // The sender's restart: with B down, A sends; A's transactions to B can only
+            // wait in A's queue. A is killed too, B comes back, then A: what A had queued
+            // for B must survive A's restart and reach B. The prefecture sends nothing
+            // meanwhile, so that B cannot learn of A's messages through it.
+            fed.muni_b.kill();
+            let queued = send_burst(&mayor_a, &room, "queued-for-b", 3).await?;
+            wait_timeline_has(&governor, &room, &queued).await.context("the prefecture hears A while B is down")?;
+            fed.muni_a.kill();
+            fed.muni_b.restart().await.context("restarting municipality B")?;
+            fed.muni_a.restart().await.context("restarting municipality A again")?;
+            wait_timeline_has(&mayor_b, &room, &queued)
+                .await
+                .context("B gets what A queued for it before A's restart")?;
+            wait_same_state(&[&governor, &mayor_a, &mayor_b], &room).await?;
             anyhow::Ok(())
         }
         .await,
@@ -514,7 +531,9 @@ async fn server_killed_during_burst_catches_up() -> anyhow::Result<()> {
 /// server has resolved the same state (state resolution v2), whichever way it went.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_state_changes_resolve_identically() -> anyhow::Result<()> {
-    let fed = ThreeServers::start(json!({ "preset": "private_chat", "name": "Budget committee" })).await?;
+    // Version 12 explicitly: the expected outcome below depends on its creator's power.
+    let room = json!({ "preset": "private_chat", "name": "Budget committee", "room_version": "12" });
+    let fed = ThreeServers::start(room).await?;
     or_panic(
         async {
             let room = fed.room_id.as_str();
@@ -542,22 +561,33 @@ async fn concurrent_state_changes_resolve_identically() -> anyhow::Result<()> {
             .await?;
             let apis = [governor, mayor_a, mayor_b, &clerk_b];
 
-            // Round 1: both rename the room at once.
-            let (name_g, name_a) =
-                (json!({ "name": "Budget (prefecture)" }), json!({ "name": "Budget (municipality A)" }));
-            let (by_governor, by_mayor) = tokio::join!(
-                put_state(governor, room, "m.room.name", "", &name_g),
-                put_state(mayor_a, room, "m.room.name", "", &name_a),
-            );
-            let names = [by_governor?.ok()?["event_id"].clone(), by_mayor?.ok()?["event_id"].clone()];
-            let names: Vec<String> = names.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect();
-            merge_forks(&apis, room, "after-names").await?;
-            let state = wait_same_state(&apis, room).await?;
-            let winner = state.iter().find(|(t, k, _)| t == "m.room.name" && k.is_empty()).context("no m.room.name")?;
-            ensure!(
-                names.contains(&winner.2),
-                "the resolved name {winner:?} is neither of the concurrent ones {names:?}"
-            );
+            // Round 1: both rename the room at once. Sent together, each server almost always
+            // builds its event before the other's arrives; the PDUs say whether the DAG really
+            // forked, and the round is repeated (at most 3 times) until it has.
+            let mut forked = false;
+            for attempt in 0..3 {
+                let name_g = json!({ "name": format!("Budget (prefecture) {attempt}") });
+                let name_a = json!({ "name": format!("Budget (municipality A) {attempt}") });
+                let (by_governor, by_mayor) = tokio::join!(
+                    put_state(governor, room, "m.room.name", "", &name_g),
+                    put_state(mayor_a, room, "m.room.name", "", &name_a),
+                );
+                let names = [by_governor?.ok()?["event_id"].clone(), by_mayor?.ok()?["event_id"].clone()];
+                let names: Vec<String> = names.iter().map(|v| v.as_str().unwrap_or_default().to_owned()).collect();
+                merge_forks(&apis, room, &format!("after-names-{attempt}")).await?;
+                let state = wait_same_state(&apis, room).await?;
+                let winner =
+                    state.iter().find(|(t, k, _)| t == "m.room.name" && k.is_empty()).context("no m.room.name")?;
+                ensure!(
+                    names.contains(&winner.2),
+                    "the resolved name {winner:?} is neither of the concurrent ones {names:?}"
+                );
+                if concurrent(&fed.pref, room, &names[0], &names[1]).await? {
+                    forked = true;
+                    break;
+                }
+            }
+            ensure!(forked, "three rounds of simultaneous renames never forked the room DAG");
 
             // Round 2: the governor demotes mayor A while mayor A kicks mayor B.
             let mut demoted = governor.state(room, "m.room.power_levels", "").await?;
@@ -568,7 +598,7 @@ async fn concurrent_state_changes_resolve_identically() -> anyhow::Result<()> {
                 put_state(governor, room, "m.room.power_levels", "", &demoted),
                 mayor_a.post(&kick_path, &kick_body),
             );
-            demotion?.ok().context("the governor's demotion")?;
+            let demotion_event = demotion?.ok().context("the governor's demotion")?["event_id"].clone();
             kick?.ok().context("mayor A's kick (A was an administrator on its own server)")?;
             // Mayor B may or may not be kicked, depending on how the fork resolves; the observers
             // are those certainly still in the room.
@@ -581,17 +611,55 @@ async fn concurrent_state_changes_resolve_identically() -> anyhow::Result<()> {
                 let seen = api.state(room, "m.room.power_levels", "").await?;
                 ensure!(seen == levels, "{} resolved power levels {seen}, the governor {levels}", api.me());
             }
+            // /kick answers `{}`: the kick is found among what A stored, A having authored it
+            // (the prefecture may have soft-failed it).
+            let demotion_id = demotion_event.as_str().unwrap_or_default();
+            let kick_id = stored_pdus(&fed.muni_a, room)
+                .await?
+                .into_iter()
+                .find(|(_, pdu)| {
+                    pdu["type"] == "m.room.member"
+                        && pdu["state_key"] == mayor_b.me()
+                        && pdu["sender"] == mayor_a.me()
+                        && pdu["content"]["membership"] == "leave"
+                })
+                .map(|(id, _)| id)
+                .context("mayor A's kick is not stored on A")?;
+            let forked = concurrent(&fed.muni_a, room, &kick_id, demotion_id).await?;
             let b_membership = governor.state(room, "m.room.member", mayor_b.me()).await?;
             eprintln!(
-                "state resolution outcome: mayor B is {} ({} state events)",
+                "state resolution outcome: mayor B is {} ({} state events; the kick and the demotion {})",
                 b_membership["membership"],
-                state.len()
+                state.len(),
+                if forked { "forked the DAG" } else { "did not fork the DAG" }
+            );
+            // Which way it must go: in a fork, both are power events, ordered first by their
+            // senders' power. The governor created the room (v12: unlimited power), so the
+            // demotion is applied first and the kick, checked against the result, fails: B
+            // stays. Without a fork, the demotion was built on top of the kick (the other
+            // way, A would have refused the kick), and the kick stands.
+            let expected = if forked { "join" } else { "leave" };
+            ensure!(
+                b_membership["membership"] == expected,
+                "mayor B should be {expected} after state resolution (fork: {forked}): {b_membership}"
             );
             anyhow::Ok(())
         }
         .await,
     );
     Ok(())
+}
+
+/// Whether two events, as `server` stored them, were built without knowing each other:
+/// neither lists the other among its `prev_events` (they were sent at the same moment, so
+/// a later descendant is not possible).
+async fn concurrent(server: &TestServer, room_id: &str, a: &str, b: &str) -> anyhow::Result<bool> {
+    let pdus = stored_pdus(server, room_id).await?;
+    let prevs = |id: &str| -> anyhow::Result<Vec<String>> {
+        let pdu = pdus.get(id).with_context(|| format!("{id} not stored on {}", server.server_name()))?;
+        Ok(serde_json::from_value(pdu["prev_events"].clone())?)
+    };
+    Ok(!prevs(a)?.iter().any(|p| p == b) && !prevs(b)?.iter().any(|p| p == a))
 }
 
 /// Every observer sends one message after seeing the previous observer's, so that each

@@ -33,6 +33,8 @@ async fn send_transaction(state: AppState, req: Ruma<send_transaction_message::v
     }
     // The sender is up: whatever this server has queued for it goes now.
     state.senders.server_is_up(origin);
+    let running = state.inbound_txns.lock(origin, b.transaction_id.as_str());
+    let _running = running.lock().await;
     if state.store.received_txn(origin.as_str(), b.transaction_id.as_str()).await? {
         return Ok(Json(json!({ "pdus": {} })));
     }
