@@ -1,5 +1,5 @@
-//! Membership rules across servers: knocking, the room's server ACL, and the federation
-//! allowlist changed at run time by an administrator.
+//! Rules across servers: knocking, the room's server ACL, history from before a join
+//! (backfill), forged events, and the federation allowlist changed at run time.
 
 use anyhow::{Context as _, ensure};
 use kairan_tests::{PASSWORD, TestServer, enc};
@@ -259,4 +259,51 @@ async fn rejection_reason(server: &TestServer, event_id: &str) -> anyhow::Result
         .await?;
     conn.close().await?;
     Ok(reason)
+}
+
+/// A user who joins a room over federation pages back into the history from before their
+/// server joined (history visibility `shared`): their server backfills it from the room's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_before_the_join_is_backfilled() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor.create_room(&json!({ "preset": "public_chat", "name": "Archive" })).await?;
+            let mut earlier = Vec::new();
+            for i in 0..5 {
+                earlier.push(governor.send_text_ok(&room, &format!("old-{i}"), &format!("before you came {i}")).await?);
+            }
+            mayor
+                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), enc(pref.server_name())), &json!({}))
+                .await?
+                .ok()?;
+            // Page back from the present until the room's creation.
+            let mut seen = Vec::new();
+            let mut from: Option<String> = None;
+            for _ in 0..20 {
+                let mut path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit=4", enc(&room));
+                if let Some(f) = &from {
+                    path.push_str(&format!("&from={}", enc(f)));
+                }
+                let page = mayor.get(&path).await?.ok()?;
+                let chunk = page["chunk"].as_array().cloned().unwrap_or_default();
+                seen.extend(chunk.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)));
+                match page["end"].as_str() {
+                    Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+                    _ => break,
+                }
+            }
+            for id in &earlier {
+                ensure!(seen.contains(id), "{id} from before the join is not in the mayor's history: {seen:?}");
+            }
+            // Newest first, as /messages backwards returns them.
+            let positions: Vec<usize> = earlier.iter().filter_map(|id| seen.iter().position(|s| s == id)).collect();
+            ensure!(positions.windows(2).all(|w| w[0] > w[1]), "history out of order: {positions:?}");
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
 }
