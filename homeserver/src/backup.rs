@@ -189,6 +189,9 @@ pub async fn backup(config: &Config, config_file: Option<&Path>, dir: &Path) -> 
     }
     let url = config.database_url();
     let backend = backend_of(&url)?;
+    if backend == "sqlite" && !sqlite_path(&url)?.exists() {
+        bail!("the database {} does not exist: nothing to back up", sqlite_path(&url)?.display());
+    }
     create_private_dir(dir)?;
 
     // 1. The database, in one snapshot.
@@ -196,9 +199,6 @@ pub async fn backup(config: &Config, config_file: Option<&Path>, dir: &Path) -> 
     let (database_file, schema_version) = match backend {
         "sqlite" => {
             let source = sqlite_path(&url)?;
-            if !source.exists() {
-                bail!("the database {} does not exist: nothing to back up", source.display());
-            }
             let target = dir.join(SQLITE_FILE);
             let target_text = target.to_str().context("the backup directory's path is not UTF-8")?;
             let mut conn = connect(&format!("sqlite://{}", source.display())).await?;
@@ -208,6 +208,8 @@ pub async fn backup(config: &Config, config_file: Option<&Path>, dir: &Path) -> 
                 .await
                 .context("VACUUM INTO (the SQLite snapshot) failed")?;
             conn.close().await.ok();
+            #[cfg(unix)]
+            std::fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
             // Read the version from the copy itself: it is what will be restored.
             let mut copy = connect(&format!("sqlite://{target_text}?mode=ro")).await?;
             let v = schema_version(&mut copy).await?;

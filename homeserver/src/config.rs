@@ -656,6 +656,18 @@ mod tests {
     }
 
     #[test]
+    fn metrics_listener_option() {
+        assert_eq!(Config::load(None, []).unwrap().listen.metrics, None);
+        let on = [("KAIRAN_LISTEN__METRICS".to_owned(), "127.0.0.1:9108".to_owned())];
+        assert_eq!(Config::load(None, on).unwrap().listen.metrics, Some("127.0.0.1:9108".parse().unwrap()));
+        for value in ["9108", "metrics.lg.example"] {
+            let bad = [("KAIRAN_LISTEN__METRICS".to_owned(), value.to_owned())];
+            let err = Config::load(None, bad).unwrap_err().to_string();
+            assert!(err.contains("metrics") && err.contains(value), "{err}");
+        }
+    }
+
+    #[test]
     fn federation_options() {
         let d = Config::load(None, []).unwrap();
         assert_eq!(d.listen.federation, None);

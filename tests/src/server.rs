@@ -61,6 +61,9 @@ pub struct ServerOptions {
     pub verify_tls: bool,
     /// `[federation] old_verify_keys`: `(key ID, base64 public key, expired_ts)`.
     pub old_verify_keys: Vec<(String, String, u64)>,
+    /// `listen.metrics` on this loopback port (see [`ServerOptions::metrics`]); the port
+    /// is chosen when the server starts.
+    pub metrics_port: Option<u16>,
 }
 
 impl Default for ServerOptions {
@@ -78,6 +81,7 @@ impl Default for ServerOptions {
             self_signed_tls: false,
             verify_tls: true,
             old_verify_keys: Vec::new(),
+            metrics_port: None,
         }
     }
 }
@@ -151,6 +155,13 @@ impl ServerOptions {
         self
     }
 
+    /// Serve Prometheus metrics (`listen.metrics`) on a free loopback port; see
+    /// [`TestServer::metrics_url`].
+    pub fn metrics(mut self) -> Self {
+        self.metrics_port = Some(0);
+        self
+    }
+
     /// An old key of this server, published in `old_verify_keys`.
     pub fn old_verify_key(mut self, key_id: impl Into<String>, public_key: impl Into<String>, expired_ts: u64) -> Self {
         self.old_verify_keys.push((key_id.into(), public_key.into(), expired_ts));
@@ -197,6 +208,9 @@ impl TestServer {
             let port = free_port()?;
             let mut options = options.clone();
             let federation_port = if options.federation { Some(free_port()?) } else { None };
+            if options.metrics_port.is_some() {
+                options.metrics_port = Some(free_port()?);
+            }
             if let Some(fport) = federation_port
                 && options.server_name == "localhost"
             {
@@ -236,6 +250,54 @@ impl TestServer {
                 }
             }
         }
+    }
+
+    /// Like [`start`](Self::start) but without spawning the process: the directory, config
+    /// and database exist, empty. Fill the data directory or database (a `restore`, an old
+    /// schema), then [`launch`](Self::launch).
+    pub async fn prepare(mut options: ServerOptions) -> anyhow::Result<Self> {
+        let binary = homeserver_binary()?;
+        if options.metrics_port.is_some() {
+            options.metrics_port = Some(free_port()?);
+        }
+        let database = match options.backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::create().await?),
+        };
+        let dir = tempfile::Builder::new().prefix("kairan-e2e-").tempdir()?;
+        let port = free_port()?;
+        let config_path = dir.path().join("kairan.toml");
+        std::fs::write(&config_path, render_config(&options, dir.path(), port, None, database.as_ref()))?;
+        Ok(Self { options, binary, config_path, port, federation_port: None, child: None, runs: 0, database, dir })
+    }
+
+    /// Spawns a [`prepare`](Self::prepare)d server and waits until it answers.
+    pub async fn launch(&mut self) -> anyhow::Result<()> {
+        self.spawn_and_wait().await
+    }
+
+    /// The data directory (`DIR/data`): signing key, SQLite database, media.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The SQLite database file (when the backend is SQLite).
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir().join("kairan.db")
+    }
+
+    /// The PostgreSQL database URL (when the backend is PostgreSQL).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.database.as_ref().map(|db| db.url())
+    }
+
+    /// `http://127.0.0.1:PORT/metrics`.
+    ///
+    /// # Panics
+    /// When the server was not started with [`ServerOptions::metrics`].
+    pub fn metrics_url(&self) -> String {
+        let port = self.options.metrics_port.expect("no metrics listener: use ServerOptions::metrics()");
+        format!("http://127.0.0.1:{port}/metrics")
     }
 
     /// Base URL of the Client-Server API, e.g. `http://127.0.0.1:41234`.
@@ -597,6 +659,9 @@ fn render_config(
     line(format!("client = {}", toml_string(&format!("127.0.0.1:{port}"))));
     if let Some(fport) = federation_port {
         line(format!("federation = {}", toml_string(&format!("127.0.0.1:{fport}"))));
+    }
+    if let Some(mport) = options.metrics_port {
+        line(format!("metrics = {}", toml_string(&format!("127.0.0.1:{mport}"))));
     }
     line(String::new());
     line("[database]".into());

@@ -39,12 +39,15 @@ pub struct Senders {
 /// first attempt to finish (and then finds it recorded) instead of running beside it.
 #[derive(Default)]
 pub struct InboundTransactions {
-    running: Mutex<HashMap<(OwnedServerName, String), Arc<tokio::sync::Mutex<()>>>>,
+    running: Mutex<HashMap<(OwnedServerName, String), TxnLock>>,
 }
+
+/// Held while one inbound transaction is checked, processed and recorded.
+type TxnLock = Arc<tokio::sync::Mutex<()>>;
 
 impl InboundTransactions {
     /// The lock of one transaction; hold it while checking, processing and recording it.
-    pub fn lock(&self, origin: &ServerName, txn_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub fn lock(&self, origin: &ServerName, txn_id: &str) -> TxnLock {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         // Entries nobody holds any more are dropped as new ones come.
         running.retain(|_, m| Arc::strong_count(m) > 1);

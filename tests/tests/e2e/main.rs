@@ -55,3 +55,4 @@ mod sliding_sync;
 mod support;
 mod sync;
 mod transactions;
+mod upgrade;
