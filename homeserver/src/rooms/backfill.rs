@@ -37,7 +37,8 @@ impl Services {
         let lock = self.rooms.lock(room_id);
         let _guard = lock.lock().await;
         for server in self.room_servers(room_id.as_str()).await? {
-            let request = get_backfill::v1::Request::new(room_id.to_owned(), missing.clone(), UInt::from(BACKFILL_BATCH));
+            let request =
+                get_backfill::v1::Request::new(room_id.to_owned(), missing.clone(), UInt::from(BACKFILL_BATCH));
             let response = match self.send_federation_request(&server, request).await {
                 Ok(r) => r,
                 Err(e) => {

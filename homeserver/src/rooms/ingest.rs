@@ -52,7 +52,9 @@ impl Services {
             Ok(checked) => checked,
             // A PDU that fails its checks is answered by ID where it has one, so the sender
             // learns which event was refused and why.
-            Err(e) => return self.event_id_of(raw).await.map(|id| (id, Ingested::Rejected(e.message.clone()))).ok_or(e),
+            Err(e) => {
+                return self.event_id_of(raw).await.map(|id| (id, Ingested::Rejected(e.message.clone()))).ok_or(e);
+            }
         };
         let event_id = pdu.event_id.clone();
         // Only rooms this server is in take events (as in Synapse): a room it left, or was

@@ -156,7 +156,8 @@ impl Services {
             .get(&("m.room.create".to_owned(), String::new()))
             .ok_or_else(|| Error::bad_json(format!("{server} sent the room's state without its create event")))?;
         let create = self.pdu(create_id).await?.ok_or_else(|| Error::internal("create event", create_id))?;
-        let created_version = create.content_value().get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
+        let created_version =
+            create.content_value().get("room_version").and_then(Value::as_str).unwrap_or("1").to_owned();
         if created_version != version {
             return Err(Error::bad_json(format!(
                 "{server} said the room has version {version}, its create event says {created_version}"
