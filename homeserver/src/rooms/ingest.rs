@@ -57,9 +57,21 @@ impl Services {
             }
         };
         let event_id = pdu.event_id.clone();
-        // Only rooms this server is in take events (as in Synapse): a room it left, or was
-        // only invited to, is not open to whatever a server sends.
-        if !self.is_resident(&pdu.room_id, None).await? {
+        // Only rooms this server is in take events: a room it left, or was only invited
+        // to, is not open to whatever a server sends. An event that builds on one this
+        // server holds is taken even so: a concurrent change (a kick of the last local
+        // member racing a demotion of the kicker) may yet resolve to this server being in.
+        let attached = {
+            let mut any = false;
+            for prev in &pdu.prev_events {
+                if self.store.in_timeline(prev.as_str()).await? {
+                    any = true;
+                    break;
+                }
+            }
+            any
+        };
+        if !attached && !self.is_resident(&pdu.room_id, None).await? {
             return Ok((event_id, Ingested::Rejected(format!("this server is not in room {}", pdu.room_id))));
         }
         if let Err(e) = self.check_server_acl(&pdu.room_id, origin).await {
