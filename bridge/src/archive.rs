@@ -214,7 +214,7 @@ impl Archive {
             .fetch_one(&mut *tx)
             .await
             .context("locking the log")?;
-        Ok(AppendTx { tx, size, start: size })
+        Ok(AppendTx { tx, size, start: size, appended: Vec::new() })
     }
 
     /// Appends records in one transaction; returns the sequence numbers of those appended
@@ -300,6 +300,23 @@ impl Archive {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(head_from_row).collect::<sqlx::Result<_>>().map_err(Into::into)
+    }
+
+    /// The newest signed tree head, and the newest with at least one co-signature stored
+    /// (`cosign` verifies before it stores). Two indexed lookups, cheap enough for every scrape.
+    pub async fn newest_heads(&self) -> anyhow::Result<(Option<TreeHead>, Option<TreeHead>)> {
+        const COLUMNS: &str = "id, tree_size, root_hash, created_ts, key_id, public_key, signature";
+        let newest =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM tree_heads ORDER BY id DESC LIMIT 1")))
+                .fetch_optional(&self.pool)
+                .await?;
+        let cosigned = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM tree_heads h WHERE EXISTS (SELECT 1 FROM cosignatures c WHERE c.head_id = h.id) \
+             ORDER BY id DESC LIMIT 1"
+        )))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok((newest.as_ref().map(head_from_row).transpose()?, cosigned.as_ref().map(head_from_row).transpose()?))
     }
 
     /// Every co-signature.
@@ -401,6 +418,26 @@ impl Archive {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM pending").fetch_one(&self.pool).await?)
     }
 
+    /// How much work is pending, by kind (`decrypt`, `attachment`).
+    pub async fn pending_by_kind(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("SELECT kind, COUNT(*) FROM pending GROUP BY kind ORDER BY kind")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// The `origin_server_ts` of a room's newest archived event (by archive order: the
+    /// `(room_id, seq)` index read backwards, so it costs one row, not the room).
+    pub async fn newest_event_ts(&self, room_id: &str) -> anyhow::Result<Option<i64>> {
+        let ts: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT origin_ts FROM records WHERE room_id = $1 AND kind = 'event' AND origin_ts IS NOT NULL \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(room_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(ts.flatten())
+    }
+
     /// Notes a failed attempt; retried after `retry_in_ms`.
     pub async fn pending_failed(&self, dedup_key: &str, error: &str, retry_at: i64) -> anyhow::Result<()> {
         sqlx::query("UPDATE pending SET attempts = attempts + 1, next_ts = $2, last_error = $3 WHERE dedup_key = $1")
@@ -430,6 +467,8 @@ pub struct AppendTx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     size: i64,
     start: i64,
+    /// The kinds of the records appended so far, for [`commit_appended`](Self::commit_appended).
+    appended: Vec<String>,
 }
 
 impl AppendTx {
@@ -502,6 +541,7 @@ impl AppendTx {
             .await
             .with_context(|| format!("appending record {}", record.seq))?;
         self.size += 1;
+        self.appended.push(record.kind);
         Ok(Some(record.seq))
     }
 
@@ -617,12 +657,18 @@ impl AppendTx {
     }
 
     /// Commits: records, the new log size and any work state, at once.
-    pub async fn commit(mut self) -> anyhow::Result<()> {
+    pub async fn commit(self) -> anyhow::Result<()> {
+        self.commit_appended().await.map(drop)
+    }
+
+    /// Commits like [`commit`](Self::commit); returns the kinds of the records it made
+    /// durable (one entry per record), so that they are counted only once they are.
+    pub async fn commit_appended(mut self) -> anyhow::Result<Vec<String>> {
         if self.size != self.start {
             sqlx::query("UPDATE log_state SET size = $1 WHERE id = 1").bind(self.size).execute(&mut *self.tx).await?;
         }
         self.tx.commit().await?;
-        Ok(())
+        Ok(self.appended)
     }
 
     pub async fn rollback(self) -> anyhow::Result<()> {

@@ -13,9 +13,14 @@
 //! # Whose jp.kairan.room.policy events the bridge believes (servers); default: the
 //! # archive account's own server.
 //! policy_servers = ["pref.example"]
+//! # Prometheus metrics (`GET /metrics`) on this address; absent: no listener.
+//! metrics_listen = "127.0.0.1:9109"
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{Context as _, bail};
 use serde::Deserialize;
@@ -57,6 +62,20 @@ pub struct Config {
     /// Servers whose members' policy events the bridge believes.
     #[serde(default)]
     pub policy_servers: Option<Vec<String>>,
+    /// Where `run` serves Prometheus metrics (`GET /metrics`); none when absent.
+    #[serde(default, deserialize_with = "socket_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// An `IP:port` string, with a message that names the key and shows the form expected
+/// (serde's own says only "invalid socket address syntax").
+fn socket_addr<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "`metrics_listen` must be an IP address and a port, such as \"127.0.0.1:9109\" or \"[::1]:9109\"; got {text:?}"
+        ))
+    })
 }
 
 fn default_data_dir() -> PathBuf {
@@ -81,7 +100,13 @@ impl Config {
     /// Reads a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {}", path.display(), e.message()))
+        toml::from_str(&text).map_err(|e| match e.span() {
+            Some(span) => {
+                let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+                anyhow::anyhow!("{}: line {line}: {}", path.display(), e.message())
+            }
+            None => anyhow::anyhow!("{}: {}", path.display(), e.message()),
+        })
     }
 
     pub fn database_url(&self) -> String {
@@ -123,6 +148,39 @@ impl Config {
                 .and_then(|u| u.split_once(':'))
                 .map(|(_, s)| vec![s.to_owned()])
                 .unwrap_or_default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> anyhow::Result<Config> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("bridge.toml");
+        std::fs::write(&path, text)?;
+        Config::load(&path)
+    }
+
+    #[test]
+    fn metrics_listen_is_off_unless_set() {
+        assert_eq!(Config::default().metrics_listen, None);
+        let c = load("metrics_listen = \"127.0.0.1:9109\"\n").expect("valid");
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9109".parse().expect("an address")));
+        let c = load("metrics_listen = \"[::1]:9109\"\n").expect("valid");
+        assert_eq!(c.metrics_listen, Some("[::1]:9109".parse().expect("an address")));
+    }
+
+    #[test]
+    fn a_bad_metrics_listen_is_named_with_its_line() {
+        for (text, expected) in [
+            ("user = \"@a:b\"\nmetrics_listen = \"localhost\"\n", "line 2: `metrics_listen` must be an IP address"),
+            ("metrics_listen = \"127.0.0.1\"\n", "line 1: `metrics_listen` must be an IP address"),
+            ("\nmetrics_listen = 9109\n", "line 2: invalid type: integer `9109`, expected a string"),
+        ] {
+            let e = load(text).expect_err(text).to_string();
+            assert!(e.contains(expected), "{text:?}: {e}");
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::{
     archive::Archive,
     config::Config,
     keys,
+    metrics::{Failure, Metrics, Source},
     record::{NewRecord, kind, sha256_hex},
     retention::{Retention, RoomPolicy, now_ms},
 };
@@ -57,6 +58,7 @@ pub struct Daemon {
     http: reqwest::Client,
     homeserver: String,
     policy_servers: Vec<String>,
+    metrics: Arc<Metrics>,
 }
 
 /// One `/messages` page, events kept as the exact bytes received.
@@ -87,7 +89,20 @@ impl Daemon {
             http,
             homeserver: homeserver.trim_end_matches('/').to_owned(),
             policy_servers,
+            metrics: Arc::new(Metrics::new()),
         })
+    }
+
+    /// What the metrics listener reads: this daemon's counters, its archive and attachments.
+    pub fn metrics_source(&self) -> Source {
+        Source { metrics: self.metrics.clone(), archive: self.archive.clone(), attachments: self.config.attachments() }
+    }
+
+    /// Commits an appending transaction and counts what it made durable.
+    async fn commit(&self, tx: crate::archive::AppendTx) -> anyhow::Result<()> {
+        let kinds = tx.commit_appended().await?;
+        self.metrics.archived(&kinds);
+        Ok(())
     }
 
     /// Runs until `shutdown` turns true.
@@ -115,6 +130,7 @@ impl Daemon {
                 }
                 Err(e) => {
                     failures += 1;
+                    self.metrics.failed(Failure::sync);
                     let wait = Duration::from_millis(500 * u64::from(failures.min(20)));
                     tracing::warn!(error = %e, ?wait, "sync failed; retrying");
                     tokio::select! {
@@ -125,6 +141,7 @@ impl Daemon {
                 }
             };
             if let Err(e) = self.pass(&active, &mut last_sweep, sweep_every).await {
+                self.metrics.failed(Failure::pass);
                 tracing::warn!(error = format!("{e:#}"), "archiving pass failed; will retry");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -135,13 +152,17 @@ impl Daemon {
                 match self.archive.sign_head(&self.key, true).await {
                     Ok(Some(h)) => tracing::info!(size = h.tree_size, root = %h.root_hash, "signed a tree head"),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "signing a tree head failed"),
+                    Err(e) => {
+                        self.metrics.failed(Failure::checkpoint);
+                        tracing::warn!(error = format!("{e:#}"), "signing a tree head failed");
+                    }
                 }
                 last_checkpoint = Instant::now();
             }
         }
         // A last head on the way out, so a clean stop leaves everything signed.
         if let Err(e) = self.archive.sign_head(&self.key, true).await {
+            self.metrics.failed(Failure::checkpoint);
             tracing::warn!(error = format!("{e:#}"), "signing the final tree head failed");
         }
         self.archive.close().await;
@@ -176,6 +197,7 @@ impl Daemon {
             {
                 // One room that cannot be read (the account was removed, the room shut
                 // down) must not stop the others.
+                self.metrics.failed(Failure::read);
                 tracing::warn!(room = %row.room_id, error = format!("{e:#}"), "could not read the room; will retry");
             }
         }
@@ -189,10 +211,12 @@ impl Daemon {
     async fn consider_invite(&self, room_id: OwnedRoomId) {
         let Some(room) = self.client.get_room(&room_id) else { return };
         if let Err(e) = room.join().await {
+            self.metrics.failed(Failure::invite);
             tracing::warn!(room = %room_id, error = %e, "could not join an invited room");
             return;
         }
         if let Err(e) = self.check_joined_room(room_id.clone()).await {
+            self.metrics.failed(Failure::invite);
             tracing::warn!(room = %room_id, error = format!("{e:#}"), "could not check the room's policy");
         }
     }
@@ -252,6 +276,8 @@ impl Daemon {
             if let Some(from) = &cursor {
                 path.push_str(&format!("&from={}", enc(from)));
             }
+            // A page that finds the end holds everything the server had when it was asked for.
+            let asked = now_ms();
             let body = self.get_bytes(&path).await?;
             let page: Page = match serde_json::from_slice(&body) {
                 Ok(p) => p,
@@ -270,7 +296,7 @@ impl Daemon {
                         },
                     )
                     .await?;
-                    tx.commit().await?;
+                    self.commit(tx).await?;
                     bail!("unparseable /messages page: {e}");
                 }
             };
@@ -284,11 +310,12 @@ impl Daemon {
             }
             let next = page.end.clone().or(cursor.clone());
             tx.set_cursor(room_id, next.as_deref()).await?;
-            tx.commit().await?;
+            self.commit(tx).await?;
             if let Some((p, raw)) = changed_policy {
                 self.archive.upsert_room(room_id, Some(&raw), p.official || row.official).await?;
             }
             if page.end.is_none() || page.end == cursor {
+                self.metrics.read_through(room_id, asked);
                 break;
             }
             cursor = page.end;
@@ -408,8 +435,10 @@ impl Daemon {
                     )
                     .await?;
                     tx.remove_pending(&item.dedup_key).await?;
-                    tx.commit().await?;
+                    self.commit(tx).await?;
+                    self.metrics.failed(Failure::gave_up);
                 } else {
+                    self.metrics.failed(Failure::retry);
                     let backoff = 1000 * 2i64.pow(item.attempts.clamp(0, 8) as u32);
                     tracing::info!(what = %item.dedup_key, error, "pending work not done yet; retrying later");
                     self.archive.pending_failed(&item.dedup_key, &error, now_ms() + backoff).await?;
@@ -467,7 +496,7 @@ impl Daemon {
             tx.add_pending(&format!("attachment:{}", item.event_id), "attachment", &item.room_id, &item.event_id, seq)
                 .await?;
         }
-        tx.commit().await
+        self.commit(tx).await
     }
 
     /// Downloads an event's attachment, stores it by its SHA-256, and appends its record.
@@ -503,6 +532,7 @@ impl Daemon {
         };
         let sha = hex::encode(Sha256::digest(&bytes));
         store_attachment(&self.config.attachments(), &sha, &bytes)?;
+        self.metrics.attachment_stored();
         let (mxc, encrypted) = match &source {
             MediaSource::Plain(uri) => (uri.to_string(), false),
             MediaSource::Encrypted(file) => (file.url.to_string(), true),
@@ -535,7 +565,7 @@ impl Daemon {
         )
         .await?;
         tx.remove_pending(&item.dedup_key).await?;
-        tx.commit().await
+        self.commit(tx).await
     }
 
     async fn get_bytes(&self, path: &str) -> anyhow::Result<Vec<u8>> {

@@ -7,7 +7,8 @@
 //! - [`archive`]: the append-only store (SQLite or PostgreSQL) and its signed tree heads;
 //! - [`merkle`]: RFC 6962 hashing and proofs; [`record`]: what a leaf commits to;
 //! - [`verify`]: recomputes everything; [`office`]: holds, disposal, transfer;
-//! - [`export`]: disclosure exports with masking; [`package`]: self-verifying output.
+//! - [`export`]: disclosure exports with masking; [`package`]: self-verifying output;
+//! - [`metrics`]: what `run` serves to Prometheus on `metrics_listen`.
 
 pub mod archive;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod daemon;
 pub mod export;
 pub mod keys;
 pub mod merkle;
+pub mod metrics;
 pub mod office;
 pub mod package;
 pub mod record;

@@ -9,7 +9,7 @@ use kairan_bridge::{
     config::Config,
     daemon::Daemon,
     export::{self, ExportRequest, Mask},
-    keys,
+    keys, metrics,
     office::{self, Decision},
     package,
     retention::{self, format_jst, now_ms},
@@ -273,8 +273,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load_config(&cli)?;
     match &cli.command {
         Command::Run => {
+            // Bound before logging in, so that a taken or wrong address stops the start at once.
+            let metrics_listener = match config.metrics_listen {
+                Some(addr) => Some(
+                    tokio::net::TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("cannot listen on metrics_listen {addr}"))?,
+                ),
+                None => None,
+            };
             let daemon = Daemon::start(config).await?;
             let (tx, rx) = tokio::sync::watch::channel(false);
+            let metrics_server = metrics_listener.map(|listener| {
+                if let Ok(addr) = listener.local_addr() {
+                    tracing::info!(%addr, "serving metrics on GET /metrics");
+                }
+                tokio::spawn(metrics::serve(listener, daemon.metrics_source(), rx.clone()))
+            });
             tokio::spawn(async move {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
                 tokio::select! {
@@ -283,7 +298,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 tx.send(true).ok();
             });
-            daemon.run(rx).await?;
+            let result = daemon.run(rx).await;
+            // The listener stops with the daemon: by itself on a signal, aborted on an error.
+            if let Some(server) = metrics_server {
+                server.abort();
+                if let Ok(Err(e)) = server.await {
+                    tracing::warn!(error = %e, "the metrics listener failed");
+                }
+            }
+            result?;
         }
         Command::Status => {
             let archive = Archive::open(&config.database_url()).await?;

@@ -26,6 +26,8 @@ pub struct TestBridge {
     runs: u32,
     database: Option<TestDatabase>,
     database_url: String,
+    /// `metrics_listen` on this loopback port, when asked for.
+    metrics_port: Option<u16>,
     dir: TempDir,
 }
 
@@ -33,6 +35,27 @@ impl TestBridge {
     /// Writes a configuration (archive account `user` with `password` on `server`; the
     /// archive on SQLite, or on a fresh PostgreSQL database) and starts the daemon.
     pub async fn start(server: &TestServer, user: &str, password: &str, postgres: bool) -> anyhow::Result<Self> {
+        Self::start_inner(server, user, password, postgres, false).await
+    }
+
+    /// Like [`start`](Self::start), with Prometheus metrics (`metrics_listen`) on a free
+    /// loopback port; see [`metrics_url`](Self::metrics_url) and [`scrape`](Self::scrape).
+    pub async fn start_with_metrics(
+        server: &TestServer,
+        user: &str,
+        password: &str,
+        postgres: bool,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(server, user, password, postgres, true).await
+    }
+
+    async fn start_inner(
+        server: &TestServer,
+        user: &str,
+        password: &str,
+        postgres: bool,
+        metrics: bool,
+    ) -> anyhow::Result<Self> {
         let binary = bridge_binary()?;
         let dir = tempfile::Builder::new().prefix("kairan-bridge-e2e-").tempdir()?;
         let password_file = dir.path().join("password");
@@ -42,7 +65,7 @@ impl TestBridge {
             Some(db) => db.url().to_owned(),
             None => format!("sqlite://{}", dir.path().join("data").join("archive.db").to_string_lossy()),
         };
-        let config = format!(
+        let mut config = format!(
             "homeserver = {}\nuser = {}\npassword_file = {}\ndata_dir = {}\ndatabase = {}\n\
              checkpoint_interval_secs = 2\nsweep_interval_secs = 2\n",
             toml_string(&server.url()),
@@ -51,9 +74,13 @@ impl TestBridge {
             toml_string(&dir.path().join("data").to_string_lossy()),
             toml_string(&database_url),
         );
+        let metrics_port = if metrics { Some(free_port()?) } else { None };
+        if let Some(port) = metrics_port {
+            config.push_str(&format!("metrics_listen = \"127.0.0.1:{port}\"\n"));
+        }
         let config_path = dir.path().join("bridge.toml");
         std::fs::write(&config_path, config)?;
-        let mut bridge = Self { binary, config_path, child: None, runs: 0, database, database_url, dir };
+        let mut bridge = Self { binary, config_path, child: None, runs: 0, database, database_url, metrics_port, dir };
         bridge.spawn()?;
         Ok(bridge)
     }
@@ -205,6 +232,35 @@ impl TestBridge {
         }
     }
 
+    /// `http://127.0.0.1:PORT/metrics`.
+    ///
+    /// # Panics
+    /// When the bridge was not started with [`start_with_metrics`](Self::start_with_metrics).
+    pub fn metrics_url(&self) -> String {
+        let port = self.metrics_port.expect("no metrics listener: use TestBridge::start_with_metrics");
+        format!("http://127.0.0.1:{port}/metrics")
+    }
+
+    /// `GET /metrics`, polled until the daemon answers (it listens once it has logged in)
+    /// or `within` passes; the exposition text.
+    pub async fn scrape(&mut self, within: Duration) -> anyhow::Result<String> {
+        let url = self.metrics_url();
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?;
+        let deadline = Instant::now() + within;
+        loop {
+            self.ensure_running()?;
+            let error = match client.get(&url).send().await {
+                Ok(response) if response.status().is_success() => return Ok(response.text().await?),
+                Ok(response) => format!("answered {}", response.status()),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() >= deadline {
+                bail!("GET {url}: {error} (for {within:?})\n{}", self.logs());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// The archive database URL.
     pub fn database_url(&self) -> &str {
         &self.database_url
@@ -281,6 +337,11 @@ pub fn bridge_binary() -> anyhow::Result<PathBuf> {
         bail!("{} not found: build it first (cargo build -p kairan-bridge) or set KAIRAN_BRIDGE_BIN", path.display());
     }
     Ok(path)
+}
+
+/// A loopback port free right now (the daemon binds it a moment later).
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A TOML string literal (JSON string escapes are a subset of TOML's).

@@ -8,6 +8,7 @@ mod archiving;
 mod crash;
 mod encrypted;
 mod export;
+mod metrics;
 mod proofs;
 mod retention;
 mod tamper;
