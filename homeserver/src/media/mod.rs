@@ -205,6 +205,7 @@ impl MediaService {
         let max = self.policy().max_upload_bytes;
         let too_large = || Error::too_large(format!("uploads are limited to {max} bytes"));
         if length.is_some_and(|n| n > max) {
+            drain(&mut body, max).await;
             return Err(too_large());
         }
         let tmp_path = self.dir.join("tmp").join(format!("up-{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 12]>())));
@@ -220,6 +221,7 @@ impl MediaService {
             })?;
             size += chunk.len() as u64;
             if size > max {
+                drain(&mut body, max).await;
                 return Err(too_large());
             }
             hasher.update(&chunk);
@@ -377,6 +379,28 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     let _ = dir;
     Ok(())
 }
+
+
+/// Reads and discards what is left of a refused upload, up to about as much again as the
+/// limit: a client still sending when the answer comes would see the connection closed
+/// instead of the 413 (HTTP/1.1 cannot answer early and keep the connection). Beyond that
+/// the connection is cut, so a huge upload costs no more than this.
+async fn drain<S, E>(body: &mut S, max: u64)
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+{
+    let cap = max.saturating_add(DRAIN_SLACK);
+    let mut read = 0u64;
+    while read < cap {
+        match body.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+}
+
+/// What a refused upload may still send, beyond the limit, to get its 413 delivered.
+const DRAIN_SLACK: u64 = 8 * 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
