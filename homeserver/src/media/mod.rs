@@ -380,7 +380,6 @@ async fn sync_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-
 /// Reads and discards what is left of a refused upload, up to about as much again as the
 /// limit: a client still sending when the answer comes would see the connection closed
 /// instead of the 413 (HTTP/1.1 cannot answer early and keep the connection). Beyond that
