@@ -32,8 +32,17 @@ pub struct Session {
     pub access_token: String,
 }
 
+/// argon2id needs 19 MiB of memory per hash. Unbounded, a burst of logins would run as
+/// many hashes as the blocking pool has threads (up to 512) and the allocator keeps that
+/// memory afterwards (the benchmark saw 1.9 GiB resident); hashing is CPU-bound anyway,
+/// so running more at once than there are cores only queues them inside the kernel.
+static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+});
+
 /// Hashes a password with argon2id.
 pub async fn hash_password(password: String) -> Result<String> {
+    let _slot = HASHING.acquire().await.map_err(|e| Error::internal("password hashing", e))?;
     tokio::task::spawn_blocking(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
@@ -47,6 +56,7 @@ pub async fn hash_password(password: String) -> Result<String> {
 
 /// Checks a password against its stored hash, in constant time.
 pub async fn verify_password(password: String, hash: String) -> bool {
+    let Ok(_slot) = HASHING.acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })
