@@ -32,32 +32,65 @@ pub struct Session {
     pub access_token: String,
 }
 
-/// argon2id needs 19 MiB of memory per hash. Unbounded, a burst of logins would run as
-/// many hashes as the blocking pool has threads (up to 512) and the allocator keeps that
-/// memory afterwards (the benchmark saw 1.9 GiB resident); hashing is CPU-bound anyway,
-/// so running more at once than there are cores only queues them inside the kernel.
-static HASHING: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| {
-    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get()))
+/// argon2id needs 19 MiB of memory per hash, and the allocator keeps it in the arena of
+/// the thread that hashed. On tokio's blocking pool (up to 512 threads) a burst of logins
+/// left that much resident per thread (the benchmark saw 1.9 GiB); a few dedicated
+/// threads, one per core, reuse theirs. Hashing is CPU-bound, so more would only queue.
+struct HashingThreads {
+    jobs: std::sync::Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+static HASHING: std::sync::LazyLock<HashingThreads> = std::sync::LazyLock::new(|| {
+    let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(queue));
+    for i in 0..std::thread::available_parallelism().map_or(2, |n| n.get()) {
+        let queue = queue.clone();
+        let spawned = std::thread::Builder::new().name(format!("kairan-argon2-{i}")).spawn(move || {
+            loop {
+                let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => return,
+                }
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a password hashing thread");
+        }
+    }
+    HashingThreads { jobs: std::sync::Mutex::new(jobs) }
 });
+
+/// Runs `f` on a password hashing thread.
+async fn on_hashing_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    HASHING
+        .jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(job)
+        .map_err(|e| Error::internal("password hashing", e))?;
+    rx.await.map_err(|e| Error::internal("password hashing", e))
+}
 
 /// Hashes a password with argon2id.
 pub async fn hash_password(password: String) -> Result<String> {
-    let _slot = HASHING.acquire().await.map_err(|e| Error::internal("password hashing", e))?;
-    tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         let salt = SaltString::generate(&mut OsRng);
         Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map(|h| h.to_string())
             .map_err(|e| Error::internal("password hashing", e))
     })
-    .await
-    .map_err(|e| Error::internal("password hashing", e))?
+    .await?
 }
 
 /// Checks a password against its stored hash, in constant time.
 pub async fn verify_password(password: String, hash: String) -> bool {
-    let Ok(_slot) = HASHING.acquire().await else { return false };
-    tokio::task::spawn_blocking(move || {
+    on_hashing_thread(move || {
         PasswordHash::new(&hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
     })
     .await
