@@ -69,6 +69,34 @@ impl Services {
         Ok(servers)
     }
 
+    /// Tries `attempt` through each server that may be in the room, until one succeeds;
+    /// the last failure otherwise.
+    async fn through_any<F, Fut>(
+        &self,
+        room_id: &RoomId,
+        user: &UserId,
+        via: &[OwnedServerName],
+        what: &str,
+        attempt: F,
+    ) -> Result<()>
+    where
+        F: Fn(OwnedServerName) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let servers = self.candidate_servers(room_id, user, via).await?;
+        let mut last = Error::not_found(format!("no server in room {room_id} is known to {what} through"));
+        for server in servers {
+            match attempt(server.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::info!(%server, %room_id, error = %e.message, "remote {what} failed");
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
     /// A local user joins a room through a server that is in it.
     pub async fn join_remote(
         &self,
@@ -77,18 +105,11 @@ impl Services {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<()> {
-        let servers = self.candidate_servers(room_id, user, via).await?;
-        let mut last = Error::not_found(format!("no server in room {room_id} is known to join it through"));
-        for server in servers {
-            match self.join_through(&server, room_id, user, reason.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::info!(%server, %room_id, error = %e.message, "remote join failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        self.through_any(room_id, user, via, "join", |server| {
+            let reason = reason.clone();
+            async move { self.join_through(&server, room_id, user, reason).await }
+        })
+        .await
     }
 
     async fn join_through(
@@ -183,18 +204,11 @@ impl Services {
 
     /// A local user leaves (or declines an invite to) a room this server is not in.
     pub async fn leave_remote(&self, room_id: &RoomId, user: &UserId, reason: Option<String>) -> Result<()> {
-        let servers = self.candidate_servers(room_id, user, &[]).await?;
-        let mut last = Error::not_found(format!("no server in room {room_id} is known to leave it through"));
-        for server in servers {
-            match self.leave_through(&server, room_id, user, reason.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::info!(%server, %room_id, error = %e.message, "remote leave failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        self.through_any(room_id, user, &[], "leave", |server| {
+            let reason = reason.clone();
+            async move { self.leave_through(&server, room_id, user, reason).await }
+        })
+        .await
     }
 
     async fn leave_through(
@@ -240,18 +254,11 @@ impl Services {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<()> {
-        let servers = self.candidate_servers(room_id, user, via).await?;
-        let mut last = Error::not_found(format!("no server in room {room_id} is known to knock through"));
-        for server in servers {
-            match self.knock_through(&server, room_id, user, reason.clone()).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::info!(%server, %room_id, error = %e.message, "remote knock failed");
-                    last = e;
-                }
-            }
-        }
-        Err(last)
+        self.through_any(room_id, user, via, "knock", |server| {
+            let reason = reason.clone();
+            async move { self.knock_through(&server, room_id, user, reason).await }
+        })
+        .await
     }
 
     async fn knock_through(

@@ -9,6 +9,11 @@ use crate::federation::{FEDERATION_DEADLINE, federating_server, or_panic, wait_f
 
 const V1: &str = "/_kairan/admin/v1";
 
+/// `POST /join/{room}?via={server}`: a join through `server`.
+async fn join_via(api: &kairan_tests::Api, room: &str, server: &TestServer) -> anyhow::Result<kairan_tests::Response> {
+    api.post(&format!("/_matrix/client/v3/join/{}?via={}", enc(room), enc(server.server_name())), &json!({})).await
+}
+
 /// Two federating servers with a user each: `governor` on the first, `mayor` on the second.
 async fn pair() -> anyhow::Result<(TestServer, TestServer)> {
     let (pref, city) = tokio::try_join!(federating_server(), federating_server())?;
@@ -33,9 +38,7 @@ async fn knock_across_servers() -> anyhow::Result<()> {
                 }))
                 .await?;
             // Joining without an invite is refused; knocking is what the room allows.
-            let refused = mayor
-                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), pref.server_name()), &json!({}))
-                .await?;
+            let refused = join_via(&mayor, &room, &pref).await?;
             ensure!(refused.status == 403, "a join without invite got {}: {}", refused.status, refused.text);
             let knocked = mayor
                 .post(
@@ -81,10 +84,7 @@ async fn server_acl_is_enforced() -> anyhow::Result<()> {
     or_panic(
         async {
             let room = governor.create_room(&json!({ "preset": "public_chat" })).await?;
-            mayor
-                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), enc(pref.server_name())), &json!({}))
-                .await?
-                .ok()?;
+            join_via(&mayor, &room, &pref).await?.ok()?;
             wait_membership(&governor, &room, mayor.me(), "join").await?;
             let acl = json!({ "allow": [pref.server_name()], "deny": [], "allow_ip_literals": false });
             governor
@@ -127,10 +127,7 @@ async fn allowlist_change_takes_effect_on_the_next_request() -> anyhow::Result<(
     or_panic(
         async {
             let open = governor.create_room(&json!({ "preset": "public_chat" })).await?;
-            mayor
-                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&open), enc(pref.server_name())), &json!({}))
-                .await?
-                .ok()?;
+            join_via(&mayor, &open, &pref).await?.ok()?;
 
             let second = governor.create_room(&json!({ "preset": "public_chat" })).await?;
             let set = governor
@@ -138,9 +135,7 @@ async fn allowlist_change_takes_effect_on_the_next_request() -> anyhow::Result<(
                 .await?
                 .ok()?;
             ensure!(set["federation_allowlist"] == json!(["some-other-town.example"]), "{set}");
-            let refused = mayor
-                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&second), enc(pref.server_name())), &json!({}))
-                .await?;
+            let refused = join_via(&mayor, &second, &pref).await?;
             ensure!(
                 refused.status == 403,
                 "a join from a server no longer allowed got {}: {}",
@@ -171,10 +166,7 @@ async fn forged_event_signature_is_rejected() -> anyhow::Result<()> {
     or_panic(
         async {
             let room = governor.create_room(&json!({ "preset": "public_chat" })).await?;
-            mayor
-                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), enc(pref.server_name())), &json!({}))
-                .await?
-                .ok()?;
+            join_via(&mayor, &room, &pref).await?.ok()?;
             wait_membership(&governor, &room, mayor.me(), "join").await?;
             let last = governor.send_text_ok(&room, "last", "the latest event").await?;
             let state = governor.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await?.ok()?;
@@ -275,10 +267,7 @@ async fn history_before_the_join_is_backfilled() -> anyhow::Result<()> {
             for i in 0..5 {
                 earlier.push(governor.send_text_ok(&room, &format!("old-{i}"), &format!("before you came {i}")).await?);
             }
-            mayor
-                .post(&format!("/_matrix/client/v3/join/{}?via={}", enc(&room), enc(pref.server_name())), &json!({}))
-                .await?
-                .ok()?;
+            join_via(&mayor, &room, &pref).await?.ok()?;
             // Page back from the present until the room's creation.
             let mut seen = Vec::new();
             let mut from: Option<String> = None;
