@@ -70,23 +70,35 @@ impl Services {
                     .map_err(|e| Error::internal("room id", e))?,
             )
         };
-        let mut create = json!({
-            "sender": creator.as_str(),
-            "origin_server_ts": now_ms(),
-            "type": "m.room.create",
-            "state_key": "",
-            "content": create_content,
-            "prev_events": [],
-            "auth_events": [],
-            "depth": 1,
-        });
-        if let Some(id) = &provisional_id {
-            create["room_id"] = id.as_str().into();
-        }
-        let (create_pdu, room_id) = self.sign_pdu(create, &rules, provisional_id.as_deref())?;
-        if !self.store.create_room_row(room_id.as_str(), &version, creator.as_str(), req.public, now_ms()).await? {
-            return Err(Error::room_in_use("room ID collision; try again"));
-        }
+        // A v12 room ID is the hash of its create event: two rooms created by one user with
+        // the same options in the same millisecond would get the same ID. The next
+        // millisecond makes another event (and another room).
+        let mut ts = now_ms();
+        let mut attempts = 0;
+        let (create_pdu, room_id) = loop {
+            let mut create = json!({
+                "sender": creator.as_str(),
+                "origin_server_ts": ts,
+                "type": "m.room.create",
+                "state_key": "",
+                "content": create_content,
+                "prev_events": [],
+                "auth_events": [],
+                "depth": 1,
+            });
+            if let Some(id) = &provisional_id {
+                create["room_id"] = id.as_str().into();
+            }
+            let (pdu, room_id) = self.sign_pdu(create, &rules, provisional_id.as_deref())?;
+            if self.store.create_room_row(room_id.as_str(), &version, creator.as_str(), req.public, now_ms()).await? {
+                break (pdu, room_id);
+            }
+            attempts += 1;
+            if attempts >= 100 {
+                return Err(Error::room_in_use("room ID collision; try again"));
+            }
+            ts += 1;
+        };
         let lock = self.rooms.lock(&room_id);
         let guard = lock.lock().await;
         let empty = self.store.create_state_group(room_id.as_str(), &StateMap::new()).await?;

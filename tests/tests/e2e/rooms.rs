@@ -490,3 +490,20 @@ fn sorted_strings(value: &Value) -> Vec<String> {
     out.sort();
     out
 }
+
+/// Rooms created at the same moment by the same user with the same options are distinct
+/// rooms (a v12 room ID is the hash of its create event, which includes the time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_rooms_created_at_once_are_distinct() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default()).await?;
+    server.create_users(&["alice"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let body = json!({ "preset": "private_chat" });
+    let created = futures::future::join_all((0..8).map(|_| alice.create_room(&body))).await;
+    let mut ids = std::collections::BTreeSet::new();
+    for room in created {
+        ids.insert(room?);
+    }
+    ensure!(ids.len() == 8, "8 creations gave {} rooms: {ids:?}", ids.len());
+    Ok(())
+}
