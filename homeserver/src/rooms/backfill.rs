@@ -64,7 +64,7 @@ impl Services {
                 {
                     continue;
                 }
-                if let Some((reason, _)) = self.check_auth_events(&server, &rules, &pdu).await? {
+                if let Some((reason, _)) = self.check_auth_events(Some(&server), &rules, &pdu).await? {
                     tracing::info!(event_id = %pdu.event_id, %reason, "refusing a backfilled event");
                     continue;
                 }

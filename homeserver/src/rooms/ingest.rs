@@ -11,7 +11,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use ruma::{
-    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, ServerName, UInt,
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, ServerName, UInt,
     api::federation::event::{get_event, get_missing_events, get_room_state},
     canonical_json::redact,
     room_version_rules::RoomVersionRules,
@@ -156,7 +156,7 @@ impl Services {
         if self.store.in_timeline(&event_id).await? || self.store.is_rejected(&event_id).await? {
             return Ok(Ingested::AlreadyKnown);
         }
-        match self.check_auth_events(origin, rules, &pdu).await? {
+        match self.check_auth_events(Some(origin), rules, &pdu).await? {
             Some((reason, true)) => return self.reject(&pdu, reason).await,
             // Its auth events could not be fetched now: refused, but not for good.
             Some((reason, false)) => return Ok(Ingested::Rejected(reason)),
@@ -230,63 +230,37 @@ impl Services {
         Ok(Ingested::Accepted(pdu))
     }
 
-    /// Authorisation of an event by the auth events this server holds, fetching nothing.
-    /// `Some((reason, permanent))` when it fails; a missing auth event is not permanent.
-    async fn check_held_auth_events(&self, rules: &RoomVersionRules, pdu: &Arc<Pdu>) -> Result<Option<(String, bool)>> {
-        let mut ids: Vec<OwnedEventId> = pdu.auth_events.clone();
-        if rules.authorization.room_create_event_id_as_room_id
-            && let Ok(create) = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
-            && create != pdu.event_id
-        {
-            ids.push(create);
-        }
-        let mut auth_state = StateMap::new();
-        for id in &ids {
-            match self.pdu(id.as_str()).await? {
-                Some(p) => {
-                    if let Some(k) = &p.state_key {
-                        auth_state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
-                    }
-                }
-                None => return Ok(Some((format!("auth event {id} is not held"), false))),
-            }
-        }
-        Ok(self
-            .authorise(rules, pdu, &auth_state)
-            .await
-            .err()
-            .map(|e| (format!("not allowed by its auth events: {}", e.message), true)))
-    }
-
-    /// Authorisation of an event by its own auth events (fetched from `origin` when not
-    /// held). `Some((reason, permanent))` when it fails; an auth event that cannot be
-    /// fetched now is not a permanent failure.
+    /// Authorisation of an event by its own auth events: fetched from `origin` when not
+    /// held, or, without an origin, only those held (as a chain is stored oldest first).
+    /// `Some((reason, permanent))` when it fails; an auth event that cannot be had now is
+    /// not a permanent failure.
     pub(crate) async fn check_auth_events(
         &self,
-        origin: &ServerName,
+        origin: Option<&ServerName>,
         rules: &RoomVersionRules,
         pdu: &Arc<Pdu>,
     ) -> Result<Option<(String, bool)>> {
-        let mut auth = Vec::new();
-        for id in &pdu.auth_events {
-            match self.pdu_or_fetch(origin, &pdu.room_id, id, rules).await? {
-                Some(p) => auth.push(p),
-                None => return Ok(Some((format!("auth event {id} unavailable"), false))),
-            }
-        }
+        let mut ids: Vec<OwnedEventId> = pdu.auth_events.clone();
         // v12 events name their create event through the room ID, not auth_events.
         if rules.authorization.room_create_event_id_as_room_id {
-            let create_id = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
+            let create = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
                 .map_err(|e| Error::bad_json(format!("room ID: {e}")))?;
-            match self.pdu_or_fetch(origin, &pdu.room_id, &create_id, rules).await? {
-                Some(p) => auth.push(p),
-                None => return Ok(Some((format!("create event {create_id} unavailable"), false))),
+            if create != pdu.event_id {
+                ids.push(create);
             }
         }
-        let auth_state: StateMap = auth
-            .iter()
-            .filter_map(|p| p.state_key.as_ref().map(|k| ((p.kind.to_string(), k.clone()), p.event_id.to_string())))
-            .collect();
+        let mut auth_state = StateMap::new();
+        for id in &ids {
+            let held = match origin {
+                // Boxed: fetching keeps the event as an outlier, which checks its auth events.
+                Some(origin) => Box::pin(self.pdu_or_fetch(origin, &pdu.room_id, id, rules)).await?,
+                None => self.pdu(id.as_str()).await?,
+            };
+            let Some(p) = held else { return Ok(Some((format!("auth event {id} unavailable"), false))) };
+            if let Some(k) = &p.state_key {
+                auth_state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
+            }
+        }
         Ok(self
             .authorise(rules, pdu, &auth_state)
             .await
@@ -417,7 +391,7 @@ impl Services {
         }
         // Kept only if its own auth events (already held: callers store a chain oldest
         // first) allow it; otherwise it could later pose as an auth event or as state.
-        if let Some((reason, permanent)) = self.check_held_auth_events(rules, &pdu).await? {
+        if let Some((reason, permanent)) = self.check_auth_events(None, rules, &pdu).await? {
             tracing::info!(event_id = %pdu.event_id, %reason, "refusing a fetched event");
             if permanent {
                 self.store
@@ -531,13 +505,4 @@ impl Services {
             Err(Error::forbidden(format!("server {server} is denied by the room's server ACL")))
         }
     }
-}
-
-/// The servers of a set of user IDs (state keys of member events).
-pub fn servers_of<'a>(users: impl IntoIterator<Item = &'a str>) -> Vec<OwnedServerName> {
-    let mut servers: Vec<OwnedServerName> =
-        users.into_iter().filter_map(|u| ruma::UserId::parse(u).ok()).map(|u| u.server_name().to_owned()).collect();
-    servers.sort();
-    servers.dedup();
-    servers
 }

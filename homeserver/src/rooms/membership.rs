@@ -65,10 +65,7 @@ impl Services {
             }
             return self.join_remote(room_id, user, via, reason).await;
         }
-        let mut content = self.member_content(user, "join").await?;
-        if let Some(r) = reason {
-            content["reason"] = r.into();
-        }
+        let content = self.own_member_content(user, "join", reason).await?;
         self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await?;
         self.store.unforget_room(user.as_str(), room_id.as_str()).await?;
         Ok(())
@@ -92,10 +89,7 @@ impl Services {
         if !self.is_resident(room_id, None).await? {
             return self.knock_remote(room_id, user, via, reason).await;
         }
-        let mut content = self.member_content(user, "knock").await?;
-        if let Some(r) = reason {
-            content["reason"] = r.into();
-        }
+        let content = self.own_member_content(user, "knock", reason).await?;
         self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await?;
         Ok(())
     }
@@ -170,6 +164,20 @@ impl Services {
         self.append_event(room_id, sender, EventTemplate::state("m.room.member", target.as_str(), content), None)
             .await?;
         Ok(())
+    }
+
+    /// The user's own membership event content, with the reason they gave.
+    pub(super) async fn own_member_content(
+        &self,
+        user: &UserId,
+        membership: &str,
+        reason: Option<String>,
+    ) -> Result<Value> {
+        let mut content = self.member_content(user, membership).await?;
+        if let Some(r) = reason {
+            content["reason"] = r.into();
+        }
+        Ok(content)
     }
 
     /// `{"membership": m, "displayname": .., "avatar_url": ..}` from the user's profile.

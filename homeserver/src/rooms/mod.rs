@@ -22,7 +22,7 @@ use ruma::{OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules};
 pub use self::{
     append::{EventTemplate, Txn},
     create::{CreateRoom, random_device_id, random_localpart},
-    ingest::{Ingested, servers_of},
+    ingest::Ingested,
     membership::MembershipAction,
     pdu::Pdu,
     read::ClientEventOptions,

@@ -124,10 +124,7 @@ impl Services {
         let made = self.send_federation_request(server, request).await?;
         let version = made.room_version.map(|v| v.to_string()).unwrap_or_else(|| "1".to_owned());
         let rules = version_rules(&version).ok_or_else(|| Error::unsupported_room_version(version.clone()))?;
-        let mut content = self.member_content(user, "join").await?;
-        if let Some(r) = reason {
-            content["reason"] = r.into();
-        }
+        let content = self.own_member_content(user, "join", reason).await?;
         let pdu = self.fill_template(made.event.get(), user, content, &rules, room_id)?;
 
         let request = create_join_event::v2::Request::new(room_id.to_owned(), pdu.event_id.clone(), raw(&pdu)?);
@@ -273,10 +270,7 @@ impl Services {
         let made = self.send_federation_request(server, request).await?;
         let version = made.room_version.to_string();
         let rules = version_rules(&version).ok_or_else(|| Error::unsupported_room_version(version.clone()))?;
-        let mut content = self.member_content(user, "knock").await?;
-        if let Some(r) = reason {
-            content["reason"] = r.into();
-        }
+        let content = self.own_member_content(user, "knock", reason).await?;
         let pdu = self.fill_template(made.event.get(), user, content, &rules, room_id)?;
         let request = create_knock_event::v1::Request::new(room_id.to_owned(), pdu.event_id.clone(), raw(&pdu)?);
         let knocked = self.send_federation_request(server, request).await?;

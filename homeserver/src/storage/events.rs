@@ -103,11 +103,7 @@ impl Store {
             }
         };
         for prev in &ev.prev_events {
-            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(&ev.event_id)
-                .bind(prev)
-                .execute(&mut *tx)
-                .await?;
+            Self::insert_edge(&mut tx, &ev.event_id, prev).await?;
             sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
                 .bind(&ev.room_id)
                 .bind(prev)
@@ -133,16 +129,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        if let Some(redacts) = &ev.redacts {
-            sqlx::query(
-                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
-            )
-            .bind(&ev.event_id)
-            .bind(redacts)
-            .bind(&ev.room_id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Self::mark_redacted(&mut tx, ev).await?;
         if let (Some((user, device, _)), Some(key)) = (&ev.txn, &ev.txn_key) {
             sqlx::query("INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
                 .bind(user)
@@ -182,6 +169,31 @@ impl Store {
         .await?;
         tx.commit().await?;
         Ok((pos, state_group))
+    }
+
+    /// Records that `event_id` follows `prev` in the room's DAG.
+    pub(super) async fn insert_edge(tx: &mut Tx<'_>, event_id: &str, prev: &str) -> sqlx::Result<()> {
+        sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(event_id)
+            .bind(prev)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks the event a redaction redacts (the first redaction wins).
+    pub(super) async fn mark_redacted(tx: &mut Tx<'_>, ev: &NewEvent) -> sqlx::Result<()> {
+        if let Some(redacts) = &ev.redacts {
+            sqlx::query(
+                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
+            )
+            .bind(&ev.event_id)
+            .bind(redacts)
+            .bind(&ev.room_id)
+            .execute(&mut **tx)
+            .await?;
+        }
+        Ok(())
     }
 
     /// Writes a state group: a delta on `prev`, or a full snapshot when `prev` is `None`

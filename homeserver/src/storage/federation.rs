@@ -54,19 +54,6 @@ impl Store {
         Ok(())
     }
 
-    /// Whether an event was already received in any form (timeline, outlier, refused).
-    pub async fn event_seen(&self, event_id: &str) -> sqlx::Result<bool> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT (SELECT COUNT(*) FROM events WHERE event_id = $1) + \
-             (SELECT COUNT(*) FROM outliers WHERE event_id = $1) + \
-             (SELECT COUNT(*) FROM rejected_events WHERE event_id = $1)",
-        )
-        .bind(event_id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(n > 0)
-    }
-
     pub async fn is_rejected(&self, event_id: &str) -> sqlx::Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rejected_events WHERE event_id = $1")
             .bind(event_id)
@@ -243,11 +230,7 @@ impl Store {
             return Ok(false);
         }
         for prev in &ev.prev_events {
-            sqlx::query("INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(&ev.event_id)
-                .bind(prev)
-                .execute(&mut *tx)
-                .await?;
+            Self::insert_edge(&mut tx, &ev.event_id, prev).await?;
         }
         let pos: i64 =
             sqlx::query_scalar("UPDATE counters SET value = value - 1 WHERE name = 'backfill' RETURNING value")
@@ -273,16 +256,7 @@ impl Store {
         .bind(&ev.search_text)
         .execute(&mut *tx)
         .await?;
-        if let Some(redacts) = &ev.redacts {
-            sqlx::query(
-                "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
-            )
-            .bind(&ev.event_id)
-            .bind(redacts)
-            .bind(&ev.room_id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        Self::mark_redacted(&mut tx, ev).await?;
         tx.commit().await?;
         Ok(true)
     }
