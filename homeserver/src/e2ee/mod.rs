@@ -190,7 +190,7 @@ impl Services {
             // `unsigned` is the server's to fill in on the way out.
             obj.remove("unsigned");
             if let Some(pos) = self.store.set_device_keys(user.as_str(), device, &keys.to_string()).await? {
-                self.notifier.advance(pos);
+                self.notifier.advance(pos, crate::sync::Audience::Everyone);
                 self.announce_device_update(user, device, pos, false).await;
             }
         }
@@ -476,7 +476,7 @@ impl Services {
             return Ok(());
         }
         let pos = self.store.set_cross_signing_keys(user.as_str(), &new).await?;
-        self.notifier.advance(pos);
+        self.notifier.advance(pos, crate::sync::Audience::Everyone);
         self.announce_signing_keys(user).await;
         Ok(())
     }
@@ -533,7 +533,7 @@ impl Services {
         }
         let changes: Vec<(String, Option<String>)> = changes.into_iter().collect();
         if let Some(pos) = self.store.add_signatures(&rows, &changes).await? {
-            self.notifier.advance(pos);
+            self.notifier.advance(pos, crate::sync::Audience::Everyone);
             // Signatures on the user's own keys are public: other servers hear of them.
             let own: BTreeSet<&str> = rows.iter().filter(|r| r.0 == user.as_str()).map(|r| r.1.as_str()).collect();
             for key in &own {
@@ -602,7 +602,7 @@ impl Services {
             .filter(|d| device_ids.is_none_or(|ids| ids.contains(d)))
             .collect();
         if let Some(pos) = self.store.delete_device_keys(user.as_str(), device_ids).await? {
-            self.notifier.advance(pos);
+            self.notifier.advance(pos, crate::sync::Audience::Everyone);
             for device in &with_keys {
                 self.announce_device_update(user, device, pos, true).await;
             }
@@ -618,7 +618,7 @@ impl Services {
             return Ok(());
         }
         let pos = self.store.record_device_list_change(user.as_str()).await?;
-        self.notifier.advance(pos);
+        self.notifier.advance(pos, crate::sync::Audience::Everyone);
         self.announce_device_update(user, device_id, pos, false).await;
         Ok(())
     }

@@ -62,7 +62,7 @@ impl Services {
                     return Err(Error::forbidden(format!("{origin} cannot announce devices of {}", update.user_id)));
                 }
                 let pos = self.store.record_device_list_change(update.user_id.as_str()).await?;
-                self.notifier.advance(pos);
+                self.notifier.advance(pos, crate::sync::Audience::Everyone);
                 Ok(())
             }
             "m.direct_to_device" => {
@@ -95,7 +95,7 @@ impl Services {
                     self.store.put_to_device(sender, "", &msg.message_id, &msg.event_type, &messages).await?
                     && pos > 0
                 {
-                    self.notifier.advance(pos);
+                    self.notifier.advance(pos, crate::sync::Audience::users(messages.iter().map(|m| m.0.clone())));
                 }
                 Ok(())
             }

@@ -56,7 +56,7 @@ impl Services {
         let timeout = c["typing"].as_bool().unwrap_or(false).then_some(REMOTE_TYPING_TIMEOUT);
         let serial = self.notifier.current().typing + 1;
         if self.typing.set(room, user, timeout, || serial) {
-            self.notifier.bump_typing();
+            self.notifier.bump_typing(vec![room.to_owned()]);
         }
         Ok(())
     }
@@ -79,7 +79,7 @@ impl Services {
                     let thread = receipt["data"]["thread_id"].as_str().unwrap_or("");
                     let ts = receipt["data"]["ts"].as_i64().unwrap_or_else(now_ms);
                     let pos = self.store.put_receipt(room, receipt_type, user, thread, event_id, ts).await?;
-                    self.notifier.advance(pos);
+                    self.notifier.advance(pos, crate::sync::Audience::room(room));
                 }
             }
         }
@@ -100,7 +100,7 @@ impl Services {
             let ago = update["last_active_ago"].as_i64().unwrap_or(0).clamp(0, 86_400_000);
             let pos =
                 self.store.set_presence(user.as_str(), presence, update["status_msg"].as_str(), now_ms() - ago).await?;
-            self.notifier.advance(pos);
+            self.advance_presence(&user, pos).await?;
         }
         Ok(())
     }

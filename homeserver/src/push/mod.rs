@@ -61,7 +61,7 @@ impl Services {
         let json = serde_json::to_string(&content).map_err(|e| Error::internal("push rules", e))?;
         let pos = self.store.put_account_data(user.as_str(), "", "m.push_rules", &json).await?;
         self.push.rulesets.lock().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), Arc::new(ruleset));
-        self.notifier.advance(pos);
+        self.notifier.advance(pos, crate::sync::Audience::user(user.as_str()));
         Ok(())
     }
 

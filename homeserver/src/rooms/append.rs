@@ -389,7 +389,13 @@ impl Services {
         let (pos, _group) = self.store.persist_event(&new).await?;
         crate::metrics::metrics().event_persisted(self.is_local(&pdu.sender));
         self.rooms.cache_pdu(pdu.clone());
-        self.notifier.advance(pos);
+        // A membership change also concerns its target, who may not be in the room yet.
+        let audience = crate::sync::Audience::room(pdu.room_id.as_str());
+        let audience = match (&pdu.kind, &pdu.state_key) {
+            (TimelineEventType::RoomMember, Some(target)) => audience.and_user(target.as_str()),
+            _ => audience,
+        };
+        self.notifier.advance(pos, audience);
         self.senders.wake(&destinations);
         crate::push::deliver(self.store.clone(), self.http.clone(), pdu.clone(), new.push_actions);
         Ok(pdu)

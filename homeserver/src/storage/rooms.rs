@@ -92,6 +92,17 @@ impl Store {
         .await
     }
 
+    /// Rooms the user is joined to, invited to or knocking on.
+    pub async fn rooms_of_user(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
+        sqlx::query_scalar(
+            "SELECT room_id FROM current_state WHERE state_key = $1 AND event_type = 'm.room.member' \
+             AND membership IN ('join', 'invite', 'knock')",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+    }
+
     /// `(user_id, membership)` of every member event in a room's current state.
     pub async fn members(&self, room_id: &str) -> sqlx::Result<Vec<(String, String, String)>> {
         let rows = sqlx::query(

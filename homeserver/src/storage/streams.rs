@@ -62,6 +62,32 @@ impl Store {
             .collect()
     }
 
+    /// Receipts in `(since, to]` in every room `user_id` is joined to, by room.
+    pub async fn receipts_in_joined_rooms(
+        &self,
+        user_id: &str,
+        since: i64,
+        to: i64,
+    ) -> sqlx::Result<std::collections::HashMap<String, Vec<ReceiptRow>>> {
+        let rows = sqlx::query(
+            "SELECT r.room_id, r.receipt_type, r.user_id, r.thread_id, r.event_id, r.ts FROM receipts r \
+             JOIN current_state m ON m.room_id = r.room_id AND m.event_type = 'm.room.member' \
+             AND m.state_key = $1 AND m.membership = 'join' \
+             WHERE r.stream_pos > $2 AND r.stream_pos <= $3",
+        )
+        .bind(user_id)
+        .bind(since)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut by_room: std::collections::HashMap<String, Vec<ReceiptRow>> = Default::default();
+        for r in &rows {
+            let row: ReceiptRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+            by_room.entry(row.0.clone()).or_default().push(row);
+        }
+        Ok(by_room)
+    }
+
     /// Queues to-device messages once per sending device's transaction ID. Returns the
     /// last stream position, or `None` if the transaction was already delivered.
     pub async fn put_to_device(

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 pub use self::{
     filter::{Filter, RoomEventFilter},
-    notifier::{Notifier, Position},
+    notifier::{Audience, Notifier, Position},
     typing::Typing,
 };
 use crate::{
@@ -56,24 +56,66 @@ pub struct SyncRequest<'a> {
 
 impl Services {
     /// Answers a sync request, waiting up to its timeout when there is nothing new.
+    ///
+    /// A waiting sync is woken by every change on the server, and first asks the
+    /// notifier's log whether the change can concern its user (one of their rooms, or
+    /// them); only then does it read the database. A token at the current position needs
+    /// no reading at all before waiting: every position up to it was committed and
+    /// answered when it was issued.
     pub async fn sync(&self, req: SyncRequest<'_>) -> Result<Value> {
         let deadline = tokio::time::Instant::now() + req.timeout;
         let mut rx = self.notifier.subscribe();
-        loop {
-            let now = *rx.borrow_and_update();
-            self.expire_typing();
+        rx.borrow_and_update();
+        self.expire_typing();
+        let (mut seq, now) = self.notifier.snapshot();
+        let waits = req.since.is_some() && !req.full_state;
+        let mut answer = None;
+        if !waits || req.since != Some(now) {
             let (response, has_news) = self.sync_once(&req, now).await?;
-            if has_news || req.since.is_none() || req.full_state || tokio::time::Instant::now() >= deadline {
+            if has_news || !waits || tokio::time::Instant::now() >= deadline {
                 return Ok(response);
             }
-            // Wake for a commit, a typing change, a typing notice running out, or the deadline.
+            answer = Some(response);
+        }
+        // The user's rooms, read when a change first needs them and again after any
+        // change that concerned the user (it may have been a membership change).
+        let mut rooms: Option<std::collections::HashSet<String>> = None;
+        let presence = req.filter.presence.allows_type("m.presence");
+        loop {
+            // Wake for a change, a typing notice running out, or the deadline.
             let typing_expiry = self.typing.next_expiry().map(tokio::time::Instant::from_std);
             let wake = typing_expiry.map_or(deadline, |t| t.min(deadline));
             tokio::select! {
-                changed = rx.changed() => { if changed.is_err() { return Ok(response); } }
-                _ = self.notifier.stopped() => return Ok(response),
+                changed = rx.changed() => { if changed.is_err() { break; } }
+                _ = self.notifier.stopped() => break,
                 _ = tokio::time::sleep_until(wake) => {}
             }
+            rx.borrow_and_update();
+            self.expire_typing();
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            let member_of = match &rooms {
+                Some(r) => r,
+                None => rooms.insert(self.store.rooms_of_user(req.user.as_str()).await?.into_iter().collect()),
+            };
+            let woke = self.notifier.changes_since(seq, |a| {
+                a.concerns(req.user.as_str(), |r| member_of.contains(r), presence)
+            });
+            seq = woke.seq;
+            if !woke.concerned {
+                continue;
+            }
+            rooms = None;
+            let (response, has_news) = self.sync_once(&req, woke.position).await?;
+            if has_news {
+                return Ok(response);
+            }
+            answer = Some(response);
+        }
+        match answer {
+            Some(response) => Ok(response),
+            None => Ok(self.sync_once(&req, self.notifier.snapshot().1).await?.0),
         }
     }
 
@@ -97,16 +139,24 @@ impl Services {
         };
         if due {
             let pos = self.store.touch_presence(user.as_str(), state, crate::services::now_ms()).await?;
-            self.notifier.advance(pos);
+            self.advance_presence(user, pos).await?;
         }
+        Ok(())
+    }
+
+    /// Records a presence change of `user` for the members of the rooms they are in.
+    pub(crate) async fn advance_presence(&self, user: &UserId, pos: i64) -> Result<()> {
+        let rooms = self.store.rooms_with_membership(user.as_str(), "join").await?;
+        self.notifier.advance(pos, Audience::Presence { rooms });
         Ok(())
     }
 
     fn expire_typing(&self) {
         if self.typing.next_expiry().is_some_and(|t| t <= std::time::Instant::now()) {
             let serial = self.notifier.current().typing + 1;
-            if self.typing.expire(|| serial) > 0 {
-                self.notifier.bump_typing();
+            let rooms = self.typing.expire(|| serial);
+            if !rooms.is_empty() {
+                self.notifier.bump_typing(rooms);
             }
         }
     }
@@ -129,6 +179,11 @@ impl Services {
             self.store.rooms_with_events_since(since.stream, now.stream).await?.into_iter().collect()
         };
 
+        // Receipts and account data for all rooms at once: a user in hundreds of rooms
+        // must not cost hundreds of queries per sync.
+        let from = if initial { 0 } else { since.stream };
+        let mut all_receipts = self.store.receipts_in_joined_rooms(user.as_str(), from, now.stream).await?;
+        let all_account_data = self.store.account_data_since(user.as_str(), from, now.stream).await?;
         let mut join = Map::new();
         for room in self.store.rooms_with_membership(user.as_str(), "join").await? {
             if !req.filter.room.allows_room(&room) {
@@ -139,14 +194,8 @@ impl Services {
             let full = initial || newly_joined;
             let (typing_users, typing_serial) = self.typing.typing(&room);
             let typing_changed = typing_serial > since.typing || (initial && !typing_users.is_empty());
-            let receipts = self.store.receipts_since(&room, if initial { 0 } else { since.stream }, now.stream).await?;
-            let room_data: Vec<_> = self
-                .store
-                .account_data_since(user.as_str(), if initial { 0 } else { since.stream }, now.stream)
-                .await?
-                .into_iter()
-                .filter(|(r, _, _)| *r == room)
-                .collect();
+            let receipts = all_receipts.remove(&room).unwrap_or_default();
+            let room_data: Vec<_> = all_account_data.iter().filter(|(r, _, _)| *r == room).collect();
             if !full && !active.contains(&room) && !typing_changed && receipts.is_empty() && room_data.is_empty() {
                 continue;
             }
@@ -234,13 +283,10 @@ impl Services {
             leave.insert(row.room_id.clone(), section);
         }
 
-        let global: Vec<Value> = self
-            .store
-            .account_data_since(user.as_str(), if initial { 0 } else { since.stream }, now.stream)
-            .await?
-            .into_iter()
+        let global: Vec<Value> = all_account_data
+            .iter()
             .filter(|(r, t, _)| r.is_empty() && req.filter.account_data.allows_type(t))
-            .map(|(_, t, c)| json!({ "type": t, "content": parse_json(&c) }))
+            .map(|(_, t, c)| json!({ "type": t, "content": parse_json(c) }))
             .collect();
 
         let to_device: Vec<Value> = self

@@ -47,16 +47,16 @@ impl Typing {
     }
 
     /// Expires what has timed out; returns the rooms that changed.
-    pub fn expire(&self, serial: impl Fn() -> i64) -> usize {
+    pub fn expire(&self, serial: impl Fn() -> i64) -> Vec<String> {
         let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let mut changed = 0;
-        for (users, s) in rooms.values_mut() {
+        let mut changed = Vec::new();
+        for (room, (users, s)) in rooms.iter_mut() {
             let before = users.len();
             users.retain(|_, until| *until > now);
             if users.len() != before {
                 *s = serial();
-                changed += 1;
+                changed.push(room.clone());
             }
         }
         changed

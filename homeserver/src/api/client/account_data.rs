@@ -7,6 +7,7 @@ use ruma::api::client::config::{
 use serde_json::{Value, json};
 
 use crate::{
+    sync::Audience,
     api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
     services::{AppState, Services},
@@ -32,7 +33,7 @@ async fn put(state: &Services, user: &ruma::UserId, room: &str, kind: &str, raw:
         return Err(e);
     }
     let pos = state.store.put_account_data(user.as_str(), room, kind, &v.to_string()).await?;
-    state.notifier.advance(pos);
+    state.notifier.advance(pos, Audience::user(user.as_str()));
     Ok(Json(json!({})))
 }
 

@@ -12,6 +12,7 @@ use ruma::api::client::{
 use serde_json::{Value, json};
 
 use crate::{
+    sync::Audience,
     api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
     services::{AppState, Services, now_ms},
@@ -43,10 +44,10 @@ async fn record_receipt(
                 &json!({ "event_id": event_id }).to_string(),
             )
             .await?;
-        state.notifier.advance(pos);
+        state.notifier.advance(pos, Audience::user(user.as_str()));
     } else {
         let pos = state.store.put_receipt(room.as_str(), rtype, user.as_str(), thread, event_id, now_ms()).await?;
-        state.notifier.advance(pos);
+        state.notifier.advance(pos, Audience::room(room.as_str()));
         if rtype == "m.read" {
             state.send_receipt_edu(room, user, event_id, thread).await?;
         }
@@ -99,7 +100,7 @@ async fn typing(state: AppState, req: Ruma<create_typing_event::v3::Request>) ->
     };
     let serial = state.notifier.current().typing + 1;
     if state.typing.set(b.room_id.as_str(), user.as_str(), timeout, || serial) {
-        state.notifier.bump_typing();
+        state.notifier.bump_typing(vec![b.room_id.to_string()]);
         state.send_typing_edu(&b.room_id, user, timeout.is_some()).await?;
     }
     Ok(Json(json!({})))
@@ -115,7 +116,7 @@ async fn put_presence(state: AppState, req: Ruma<set_presence::v3::Request>) -> 
         .store
         .set_presence(user.as_str(), req.body.presence.as_str(), req.body.status_msg.as_deref(), now_ms())
         .await?;
-    state.notifier.advance(pos);
+    state.advance_presence(user, pos).await?;
     state.send_presence_edu(user, req.body.presence.as_str(), req.body.status_msg.as_deref()).await?;
     Ok(Json(json!({})))
 }

@@ -7,6 +7,7 @@ use ruma::{OwnedUserId, api::client::to_device::send_event_to_device, to_device:
 use serde_json::{Value, json};
 
 use crate::{
+    sync::Audience,
     api::{Ruma, ruma_io::RouterExt},
     error::Result,
     services::AppState,
@@ -47,7 +48,7 @@ async fn send(state: AppState, req: Ruma<send_event_to_device::v3::Request>) -> 
     let (user, device, txn) = (auth.user.as_str(), auth.device.as_str(), b.txn_id.as_str());
     let event_type = b.event_type.to_string();
     if let Some(pos) = state.store.put_to_device(user, device, txn, &event_type, &messages).await? {
-        state.notifier.advance(pos);
+        state.notifier.advance(pos, Audience::users(messages.iter().map(|m| m.0.clone())));
         if !remote.is_empty() {
             state.send_remote_to_device(&auth.user, device, txn, &event_type, remote).await?;
         }
