@@ -121,6 +121,13 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WakeLabels {
+    /// `read` (the change could concern the sync's user, so it read the database) or
+    /// `skipped` (it could not, and the sync went on waiting).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DestinationLabels {
     destination: String,
 }
@@ -132,6 +139,7 @@ pub struct Metrics {
     latency: Family<GroupLabels, Histogram, fn() -> Histogram>,
     events_persisted: Family<OriginLabels, Counter>,
     sync_active: Family<KindLabels, Gauge>,
+    sync_wakes: Family<WakeLabels, Counter>,
     federation_failures: Family<DestinationLabels, Counter>,
     federation_queue: Family<DestinationLabels, Gauge>,
     db_up: Gauge,
@@ -174,6 +182,13 @@ impl Metrics {
             "Sync requests being answered or waiting in a long poll, by kind (sync, sliding)",
             sync_active.clone(),
         );
+        let sync_wakes = Family::<WakeLabels, Counter>::default();
+        registry.register(
+            "sync_wakes",
+            "Long-polling /sync requests woken by a change, by outcome: read (the change could concern \
+             the user) or skipped (it could not)",
+            sync_wakes.clone(),
+        );
         let federation_failures = Family::<DestinationLabels, Counter>::default();
         registry.register(
             "federation_send_failures",
@@ -206,6 +221,7 @@ impl Metrics {
             latency,
             events_persisted,
             sync_active,
+            sync_wakes,
             federation_failures,
             federation_queue,
             db_up,
@@ -219,6 +235,11 @@ impl Metrics {
     /// Counts a persisted room event; `local` when this server made it.
     pub fn event_persisted(&self, local: bool) {
         self.events_persisted.get_or_create(&OriginLabels { origin: if local { "local" } else { "remote" } }).inc();
+    }
+
+    /// Counts a waiting sync woken by a change; `read` when it went to the database.
+    pub fn sync_woken(&self, read: bool) {
+        self.sync_wakes.get_or_create(&WakeLabels { outcome: if read { "read" } else { "skipped" } }).inc();
     }
 
     /// Counts a failed delivery attempt to `destination`.

@@ -82,7 +82,8 @@ impl Store {
         .await?;
         let mut by_room: std::collections::HashMap<String, Vec<ReceiptRow>> = Default::default();
         for r in &rows {
-            let row: ReceiptRow = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+            let row: ReceiptRow =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
             by_room.entry(row.0.clone()).or_default().push(row);
         }
         Ok(by_room)

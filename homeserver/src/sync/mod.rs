@@ -99,10 +99,11 @@ impl Services {
                 Some(r) => r,
                 None => rooms.insert(self.store.rooms_of_user(req.user.as_str()).await?.into_iter().collect()),
             };
-            let woke = self.notifier.changes_since(seq, |a| {
-                a.concerns(req.user.as_str(), |r| member_of.contains(r), presence)
-            });
+            let woke = self
+                .notifier
+                .changes_since(seq, |a| a.concerns(req.user.as_str(), |r| member_of.contains(r), presence));
             seq = woke.seq;
+            crate::metrics::metrics().sync_woken(woke.concerned);
             if !woke.concerned {
                 continue;
             }

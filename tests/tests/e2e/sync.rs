@@ -75,3 +75,72 @@ fn timeline_ids(sync: &Value, room_id: &str) -> Vec<String> {
         .map(|events| events.iter().filter_map(|e| e["event_id"].as_str().map(str::to_owned)).collect())
         .unwrap_or_default()
 }
+
+/// The value of the sample `series` in a metrics scrape; 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .next()
+        .unwrap_or(0.0)
+}
+
+/// A waiting sync is woken by every change on the server, but reads the database only
+/// for a change in one of its user's rooms (or to the user): messages in a room Bob is
+/// not in leave his sync waiting without work, a message in his room ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_sync_ignores_rooms_of_others() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default().metrics()).await?;
+    server.create_users(&["alice", "bob", "carol"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let bob = server.api("bob", PASSWORD).await?;
+    let carol = server.api("carol", PASSWORD).await?;
+    let shared = alice.create_room(&json!({ "preset": "public_chat", "name": "Shared" })).await?;
+    bob.join(&shared).await?.ok().context("bob joins")?;
+    let other = carol.create_room(&json!({ "name": "Carol's" })).await?;
+    let first = bob.sync(None, 0).await?;
+    let since = first["next_batch"].as_str().context("next_batch")?.to_owned();
+
+    let scrape = || async {
+        let text = reqwest::get(server.metrics_url()).await?.text().await?;
+        anyhow::Ok((
+            sample(&text, "kairan_sync_wakes_total{outcome=\"read\"}"),
+            sample(&text, "kairan_sync_wakes_total{outcome=\"skipped\"}"),
+        ))
+    };
+    let (read_before, skipped_before) = scrape().await?;
+    let waiting = {
+        let bob = bob.clone();
+        tokio::spawn(async move { bob.sync(Some(&since), LONG_POLL_MS).await })
+    };
+    // Carol talks to herself until Bob's sync has been woken (and has skipped) for it:
+    // the first sends may come before his request reaches the server.
+    let deadline = Instant::now() + WAKE_WITHIN;
+    let mut n = 0;
+    loop {
+        carol.send_text_ok(&other, &format!("c{n}"), "not for bob").await?;
+        n += 1;
+        let (read, skipped) = scrape().await?;
+        ensure!(read == read_before, "a message in a room Bob is not in made his sync read ({read_before} -> {read})");
+        if skipped >= skipped_before + 3.0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let early = if waiting.is_finished() { format!("{:?}", waiting.await?) } else { "still waiting".into() };
+            bail!("Bob's sync was not woken by Carol's messages ({skipped} skipped); {early}");
+        }
+    }
+    ensure!(!waiting.is_finished(), "Bob's sync returned for messages in a room he is not in");
+
+    let event_id = alice.send_text_ok(&shared, "hi", "for bob").await?;
+    let response = tokio::time::timeout(WAKE_WITHIN, waiting).await.context("Bob's sync did not return")???;
+    let timeline = &response["rooms"]["join"][&shared]["timeline"]["events"];
+    ensure!(
+        timeline.as_array().is_some_and(|events| events.iter().any(|e| e["event_id"] == event_id.as_str())),
+        "the message in Bob's room is not in his sync: {response}"
+    );
+    ensure!(response["rooms"]["join"].get(&other).is_none(), "Carol's room reached Bob: {response}");
+    let (read, _) = scrape().await?;
+    ensure!(read > read_before, "the message in Bob's room did not make his sync read");
+    Ok(())
+}

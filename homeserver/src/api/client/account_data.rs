@@ -7,10 +7,10 @@ use ruma::api::client::config::{
 use serde_json::{Value, json};
 
 use crate::{
-    sync::Audience,
     api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
     services::{AppState, Services},
+    sync::Audience,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {

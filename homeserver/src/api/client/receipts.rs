@@ -12,10 +12,10 @@ use ruma::api::client::{
 use serde_json::{Value, json};
 
 use crate::{
-    sync::Audience,
     api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
     services::{AppState, Services, now_ms},
+    sync::Audience,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {

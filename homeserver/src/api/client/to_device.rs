@@ -7,10 +7,10 @@ use ruma::{OwnedUserId, api::client::to_device::send_event_to_device, to_device:
 use serde_json::{Value, json};
 
 use crate::{
-    sync::Audience,
     api::{Ruma, ruma_io::RouterExt},
     error::Result,
     services::AppState,
+    sync::Audience,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
