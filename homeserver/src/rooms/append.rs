@@ -97,16 +97,23 @@ impl Services {
     /// The forward extremities of a room and the state after them (resolved, when
     /// events from other servers forked the room).
     pub(super) async fn parents(&self, room_id: &RoomId) -> Result<Parents> {
-        let extremities = self.store.forward_extremities(room_id.as_str()).await?;
+        let mut extremities = Vec::new();
         let mut depth = 0;
         let mut groups = Vec::new();
-        for id in &extremities {
-            let row = self.store.event(id).await?.ok_or_else(|| Error::internal("extremity", id))?;
-            let pdu = self.pdu(id).await?.ok_or_else(|| Error::internal("extremity", id))?;
-            depth = depth.max(pdu.depth as i64);
-            if !groups.contains(&row.state_group) {
-                groups.push(row.state_group);
+        for (id, at) in self.store.forward_extremities_at(room_id.as_str()).await? {
+            let (group, event_depth) = match at {
+                Some(at) => at,
+                None => {
+                    let row = self.store.event(&id).await?.ok_or_else(|| Error::internal("extremity", &id))?;
+                    let pdu = self.pdu(&id).await?.ok_or_else(|| Error::internal("extremity", &id))?;
+                    (row.state_group, pdu.depth as i64)
+                }
+            };
+            depth = depth.max(event_depth);
+            if !groups.contains(&group) {
+                groups.push(group);
             }
+            extremities.push(id);
         }
         let (state_group_before, state_before) = match groups.as_slice() {
             [] => return Err(Error::not_found(format!("room {room_id} has no events"))),

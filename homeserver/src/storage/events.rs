@@ -89,32 +89,126 @@ pub struct NewEvent {
 /// Longest chain of deltas before a full snapshot is written.
 const MAX_CHAIN: i64 = 64;
 
+/// An event waiting for the next group commit, and where its outcome goes.
+type Pending = (NewEvent, tokio::sync::oneshot::Sender<sqlx::Result<(i64, i64)>>);
+
+/// Group commit of events: whoever holds the writer commits every event waiting at that
+/// moment in one transaction. Under load, events from many rooms share a commit (and
+/// SQLite's write lock is taken once for them, instead of by each in turn, sleeping in
+/// its busy handler); alone, an event commits at once as before.
+#[derive(Debug, Default)]
+pub(super) struct GroupCommit {
+    pending: std::sync::Mutex<Vec<Pending>>,
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Events per commit at most, so that one commit stays short.
+const MAX_GROUP: usize = 256;
+
 impl Store {
-    /// Persists an event and everything derived from it in one transaction.
+    /// Persists an event and everything derived from it, atomically, in a transaction
+    /// it may share with events of other rooms (group commit).
     /// Returns `(stream_ordering, state_group)`.
     pub async fn persist_event(&self, ev: &NewEvent) -> sqlx::Result<(i64, i64)> {
-        let mut tx = self.begin().await?;
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        self.memo.commits.pending.lock().unwrap_or_else(|e| e.into_inner()).push((ev.clone(), done));
+        loop {
+            let writer = self.memo.commits.writer.clone().lock_owned().await;
+            match outcome.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(sqlx::Error::Protocol("the group commit writing this event stopped".into()));
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<Pending> = {
+                let mut pending = self.memo.commits.pending.lock().unwrap_or_else(|e| e.into_inner());
+                let n = pending.len().min(MAX_GROUP);
+                pending.drain(..n).collect()
+            };
+            // On a task of its own: a caller that goes away (its client disconnected) must
+            // not cancel the commit of the others' events.
+            let store = self.clone();
+            let commit = tokio::spawn(async move {
+                store.commit_group(batch).await;
+                drop(writer);
+            });
+            if let Err(e) = commit.await {
+                return Err(sqlx::Error::Protocol(format!("group commit failed: {e}")));
+            }
+        }
+    }
+
+    /// Commits `batch` in one transaction; if any event of it fails, each is retried in a
+    /// transaction of its own, so that only the failing one fails.
+    async fn commit_group(&self, batch: Vec<Pending>) {
+        if batch.len() > 1 {
+            let mut results = Vec::with_capacity(batch.len());
+            if let Ok(mut tx) = self.begin().await {
+                for (ev, _) in &batch {
+                    match Self::write_event(&mut tx, ev).await {
+                        Ok(r) => results.push(r),
+                        Err(_) => break,
+                    }
+                }
+                if results.len() == batch.len() && tx.commit().await.is_ok() {
+                    for ((_, done), result) in batch.into_iter().zip(results) {
+                        let _ = done.send(Ok(result));
+                    }
+                    return;
+                }
+            }
+        }
+        for (ev, done) in batch {
+            let result = async {
+                let mut tx = self.begin().await?;
+                let r = Self::write_event(&mut tx, &ev).await?;
+                tx.commit().await?;
+                Ok(r)
+            }
+            .await;
+            let _ = done.send(result);
+        }
+    }
+
+    /// Writes an event and everything derived from it inside `tx`.
+    async fn write_event(tx: &mut Tx<'_>, ev: &NewEvent) -> sqlx::Result<(i64, i64)> {
         let state_group = match &ev.state_delta {
             StateDelta::Unchanged => ev.state_group_before,
             StateDelta::Set { event_type, state_key, event_id } => {
                 let mut delta = StateMap::new();
                 delta.insert((event_type.clone(), state_key.clone()), event_id.clone());
-                Self::insert_state_group(&mut tx, &ev.room_id, Some(ev.state_group_before), &delta).await?
+                Self::insert_state_group(tx, &ev.room_id, Some(ev.state_group_before), &delta).await?
             }
         };
+        // The new event takes the place of the first prev event that was an extremity (one
+        // statement in the usual case of a single prev event) and the others are removed.
+        let mut placed = false;
         for prev in &ev.prev_events {
-            Self::insert_edge(&mut tx, &ev.event_id, prev).await?;
-            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+            Self::insert_edge(tx, &ev.event_id, prev).await?;
+            let done = if placed {
+                sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                    .bind(&ev.room_id)
+                    .bind(prev)
+                    .execute(&mut **tx)
+                    .await?
+            } else {
+                sqlx::query("UPDATE forward_extremities SET event_id = $3 WHERE room_id = $1 AND event_id = $2")
+                    .bind(&ev.room_id)
+                    .bind(prev)
+                    .bind(&ev.event_id)
+                    .execute(&mut **tx)
+                    .await?
+            };
+            placed |= done.rows_affected() > 0;
+        }
+        if !placed {
+            sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                 .bind(&ev.room_id)
-                .bind(prev)
-                .execute(&mut *tx)
+                .bind(&ev.event_id)
+                .execute(&mut **tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
-            .bind(&ev.room_id)
-            .bind(&ev.event_id)
-            .execute(&mut *tx)
-            .await?;
         if let Some(state_key) = &ev.state_key {
             sqlx::query(
                 "INSERT INTO current_state (room_id, event_type, state_key, event_id, membership) \
@@ -126,22 +220,22 @@ impl Store {
             .bind(state_key)
             .bind(&ev.event_id)
             .bind(&ev.membership)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        Self::mark_redacted(&mut tx, ev).await?;
+        Self::mark_redacted(tx, ev).await?;
         if let (Some((user, device, _)), Some(key)) = (&ev.txn, &ev.txn_key) {
             sqlx::query("INSERT INTO transactions (user_id, device_id, txn_id, event_id) VALUES ($1, $2, $3, $4)")
                 .bind(user)
                 .bind(device)
                 .bind(key)
                 .bind(&ev.event_id)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await?;
         }
-        Self::insert_push_actions(&mut tx, &ev.event_id, &ev.room_id, &ev.push_actions).await?;
-        Self::queue_in_tx(&mut tx, &ev.destinations, super::QUEUE_PDU, &ev.pdu_json).await?;
-        let pos = Self::next_counter(&mut tx, "stream").await?;
+        Self::insert_push_actions(tx, &ev.event_id, &ev.room_id, &ev.push_actions).await?;
+        Self::queue_in_tx(tx, &ev.destinations, super::QUEUE_PDU, &ev.pdu_json).await?;
+        let pos = Self::next_counter(tx, "stream").await?;
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
              origin_server_ts, pdu_json, state_group_before, state_group, replaces_state, rel_type, relates_to, \
@@ -165,9 +259,8 @@ impl Store {
         .bind(ev.txn.as_ref().map(|t| &t.1))
         .bind(ev.txn.as_ref().map(|t| &t.2))
         .bind(&ev.search_text)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-        tx.commit().await?;
         Ok((pos, state_group))
     }
 
@@ -428,6 +521,25 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(event_row).collect()
+    }
+
+    /// The forward extremities with each one's state group and depth (`None` for an
+    /// extremity not among the room's timeline events).
+    pub async fn forward_extremities_at(&self, room_id: &str) -> sqlx::Result<Vec<(String, Option<(i64, i64)>)>> {
+        let rows = sqlx::query(
+            "SELECT f.event_id, e.state_group, e.depth FROM forward_extremities f \
+             LEFT JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY f.event_id",
+        )
+        .bind(room_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let group: Option<i64> = r.try_get(1)?;
+                let depth: Option<i64> = r.try_get(2)?;
+                Ok((r.try_get(0)?, group.zip(depth)))
+            })
+            .collect()
     }
 
     pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {

@@ -54,6 +54,49 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    memo: std::sync::Arc<Memo>,
+}
+
+/// Answers the hottest lookups keep in memory: every request checks its access token,
+/// every send reads its room's version. Each is changed only through this `Store`, which
+/// forgets what a write makes stale.
+#[derive(Debug, Default)]
+struct Memo {
+    /// Token hash -> (user, device), for live tokens of active users.
+    sessions: std::sync::Mutex<Sessions>,
+    /// Room -> version.
+    versions: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    commits: events::GroupCommit,
+}
+
+/// Remembered sessions and a generation that every session-ending write moves on
+/// after it commits: a lookup that read the database before such a commit must not
+/// remember what it read.
+#[derive(Debug, Default)]
+struct Sessions {
+    generation: u64,
+    by_token: std::collections::HashMap<String, (String, String)>,
+}
+
+/// Entries a memo holds before it starts over.
+const MEMO_LIMIT: usize = 100_000;
+
+impl Memo {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Inserts into a memo, emptying it first when full.
+fn remember<V>(map: &mut std::collections::HashMap<String, V>, key: String, value: V) {
+    if map.len() >= MEMO_LIMIT {
+        map.clear();
+    }
+    map.insert(key, value);
 }
 
 pub type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
@@ -100,7 +143,7 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", redact_url(&url)))?;
-        let store = Self { pool, backend };
+        let store = Self { pool, backend, memo: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -168,7 +211,39 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Rows per multi-row `INSERT`: well under both engines' limits on bound parameters.
+const ROWS_PER_INSERT: usize = 100;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `columns` parameters each.
+fn values_placeholders(rows: usize, columns: usize) -> String {
+    let mut out = String::with_capacity(rows * columns * 5);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * columns + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// SQLite and PostgreSQL both accept 0/1 for these columns; Rust sees a bool.
 pub(crate) fn flag(v: bool) -> i64 {
     i64::from(v)
+}
+
+#[cfg(test)]
+mod placeholder_tests {
+    #[test]
+    fn placeholders_number_every_parameter_once() {
+        assert_eq!(super::values_placeholders(1, 2), "($1, $2)");
+        assert_eq!(super::values_placeholders(3, 2), "($1, $2), ($3, $4), ($5, $6)");
+    }
 }

@@ -2,7 +2,7 @@
 
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{Store, Tx};
+use super::{ROWS_PER_INSERT, Store, Tx};
 
 /// A notification an event produced for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,19 +30,25 @@ impl Store {
         room_id: &str,
         actions: &[PushAction],
     ) -> sqlx::Result<()> {
-        for a in actions {
-            sqlx::query(
+        // Many rows per statement: a message in a room of a thousand members must not
+        // cost a thousand statements.
+        for chunk in actions.chunks(ROWS_PER_INSERT) {
+            let sql = format!(
                 "INSERT INTO event_push_actions (event_id, user_id, room_id, thread_id, highlight, actions) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-            )
-            .bind(event_id)
-            .bind(&a.user_id)
-            .bind(room_id)
-            .bind(&a.thread_id)
-            .bind(i64::from(a.highlight))
-            .bind(&a.actions)
-            .execute(&mut **tx)
-            .await?;
+                 VALUES {} ON CONFLICT DO NOTHING",
+                super::values_placeholders(chunk.len(), 6)
+            );
+            let mut query = sqlx::query(AssertSqlSafe(sql));
+            for a in chunk {
+                query = query
+                    .bind(event_id)
+                    .bind(&a.user_id)
+                    .bind(room_id)
+                    .bind(&a.thread_id)
+                    .bind(i64::from(a.highlight))
+                    .bind(&a.actions);
+            }
+            query.execute(&mut **tx).await?;
         }
         Ok(())
     }

@@ -35,14 +35,22 @@ impl Store {
             .bind(version)
             .execute(&self.pool)
             .await?;
+        self.memo.versions().remove(room_id);
         Ok(())
     }
 
     pub async fn room_version(&self, room_id: &str) -> sqlx::Result<Option<String>> {
-        sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
+        if let Some(v) = self.memo.versions().get(room_id) {
+            return Ok(Some(v.clone()));
+        }
+        let version: Option<String> = sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
             .bind(room_id)
             .fetch_optional(&self.pool)
-            .await
+            .await?;
+        if let Some(v) = &version {
+            super::remember(&mut self.memo.versions(), room_id.to_owned(), v.clone());
+        }
+        Ok(version)
     }
 
     pub async fn set_room_public(&self, room_id: &str, public: bool) -> sqlx::Result<()> {

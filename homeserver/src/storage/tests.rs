@@ -92,6 +92,8 @@ storage_tests!(
     a_newer_schema_is_refused,
     server_signing_keys_and_documents,
     federation_queue_outliers_and_state_replacement,
+    events_committed_together_fail_alone,
+    push_actions_for_hundreds_of_members,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -830,4 +832,60 @@ async fn federation_queue_outliers_and_state_replacement(store: &Store) {
     store.set_invite_stripped_state("!r:x", "@a:x", "[1]").await.unwrap();
     store.set_invite_stripped_state("!r:x", "@a:x", "[2]").await.unwrap();
     assert_eq!(store.invite_stripped_state("!r:x", "@a:x").await.unwrap().as_deref(), Some("[2]"));
+}
+
+/// Events persisted at once share commits (group commit); one that cannot be written
+/// (here: an event ID already taken) fails alone, the others are all stored with
+/// distinct positions.
+async fn events_committed_together_fail_alone(store: &Store) {
+    let group = store.create_state_group("!g:x", &StateMap::new()).await.unwrap();
+    store.persist_event(&event(0, "!g:x", None, group, None)).await.unwrap();
+    let mut tasks = Vec::new();
+    for n in 1..=40 {
+        let store = store.clone();
+        // Each event in a room of its own, as the room lock allows; event 20 reuses $e0.
+        let mut ev = event(n, &format!("!g{n}:x"), None, group, None);
+        if n == 20 {
+            ev.event_id = "$e0".to_owned();
+        }
+        tasks.push(tokio::spawn(async move { (n, store.persist_event(&ev).await) }));
+    }
+    let mut positions = Vec::new();
+    for t in tasks {
+        let (n, result) = t.await.unwrap();
+        match result {
+            Ok((pos, _)) => {
+                assert_ne!(n, 20, "the duplicate event was stored");
+                positions.push(pos);
+            }
+            Err(e) => assert_eq!(n, 20, "event {n} failed: {e}"),
+        }
+    }
+    positions.sort();
+    positions.dedup();
+    assert_eq!(positions.len(), 39, "every other event stored with a position of its own");
+    for n in (1..=40).filter(|n| *n != 20) {
+        assert!(store.event(&format!("$e{n}")).await.unwrap().is_some(), "event {n} missing");
+    }
+}
+
+/// A message in a room of hundreds of members stores a push action for each of them
+/// (in several multi-row statements) and each member's unread count sees it.
+async fn push_actions_for_hundreds_of_members(store: &Store) {
+    let group = store.create_state_group("!p:x", &StateMap::new()).await.unwrap();
+    let mut ev = event(1, "!p:x", None, group, None);
+    ev.push_actions = (0..250)
+        .map(|i| PushAction {
+            user_id: format!("@u{i}:x"),
+            thread_id: "main".to_owned(),
+            highlight: i % 100 == 7,
+            actions: "[\"notify\"]".to_owned(),
+        })
+        .collect();
+    let (pos, _) = store.persist_event(&ev).await.unwrap();
+    for (user, highlight) in [("@u0:x", 0), ("@u107:x", 1), ("@u249:x", 0)] {
+        let counts = store.unread_by_thread(user, "!p:x", |_| 0, pos).await.unwrap();
+        assert_eq!(counts, vec![("main".to_owned(), 1, highlight)], "{user}");
+    }
+    assert!(store.unread_by_thread("@u250:x", "!p:x", |_| 0, pos).await.unwrap().is_empty());
 }

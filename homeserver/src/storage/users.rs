@@ -82,6 +82,7 @@ impl Store {
             .bind(flag(deactivated))
             .execute(&self.pool)
             .await?;
+        self.forget_sessions();
         Ok(())
     }
 
@@ -141,11 +142,20 @@ impl Store {
             .bind(now_ms)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.forget_sessions();
+        Ok(())
     }
 
     /// The (user, device) a token hash belongs to, if the user is not deactivated.
     pub async fn session_by_token(&self, token_hash: &str) -> sqlx::Result<Option<(String, String)>> {
+        let generation = {
+            let sessions = self.memo.sessions();
+            if let Some(session) = sessions.by_token.get(token_hash) {
+                return Ok(Some(session.clone()));
+            }
+            sessions.generation
+        };
         let row = sqlx::query(
             "SELECT t.user_id, t.device_id FROM access_tokens t JOIN users u ON u.user_id = t.user_id \
              WHERE t.token_hash = $1 AND u.deactivated = 0",
@@ -153,11 +163,29 @@ impl Store {
         .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+        let session: Option<(String, String)> =
+            row.map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?))).transpose()?;
+        let mut sessions = self.memo.sessions();
+        if let Some(s) = &session
+            && sessions.generation == generation
+        {
+            super::remember(&mut sessions.by_token, token_hash.to_owned(), s.clone());
+        }
+        Ok(session)
+    }
+
+    /// Forgets every remembered session. Called after any write that can end one
+    /// commits: those are rare (logout, device deletion, deactivation), lookups are on
+    /// every request.
+    fn forget_sessions(&self) {
+        let mut sessions = self.memo.sessions();
+        sessions.generation += 1;
+        sessions.by_token.clear();
     }
 
     pub async fn delete_token(&self, token_hash: &str) -> sqlx::Result<()> {
         sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        self.forget_sessions();
         Ok(())
     }
 
@@ -187,7 +215,9 @@ impl Store {
                 }
             }
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.forget_sessions();
+        Ok(())
     }
 
     pub async fn devices(&self, user_id: &str) -> sqlx::Result<Vec<DeviceRow>> {
