@@ -170,8 +170,16 @@ impl Store {
         self.backend
     }
 
+    /// Starts a write transaction. On SQLite it takes the write lock at once (`BEGIN
+    /// IMMEDIATE`): a transaction that read first and writes later would fail at once
+    /// with "database is locked" when another writer committed in between (its snapshot
+    /// is stale, so SQLite's busy wait cannot help), where one that starts as the writer
+    /// waits its turn.
     pub async fn begin(&self) -> sqlx::Result<Tx<'static>> {
-        self.pool.begin().await
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
     }
 
     pub async fn close(&self) {

@@ -61,7 +61,7 @@ impl Store {
         fetched_ts: i64,
         keys: &[ServerKeyRow],
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         for key in keys {
             sqlx::query(
                 "INSERT INTO server_signing_keys (server_name, key_id, public_key, valid_until_ts, expired_ts) \

@@ -118,7 +118,7 @@ impl Store {
         token_hash: &str,
         now_ms: i64,
     ) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         // A device logging in again gets a new token; the old one stops working.
         sqlx::query("DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
@@ -191,7 +191,7 @@ impl Store {
 
     /// Removes devices and their tokens. With `device_ids = None`, all of the user's.
     pub async fn delete_devices(&self, user_id: &str, device_ids: Option<&[String]>) -> sqlx::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin().await?;
         match device_ids {
             None => {
                 for table in ["access_tokens", "devices"] {
