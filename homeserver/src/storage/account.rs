@@ -35,7 +35,7 @@ impl Store {
             .bind(user_id)
             .bind(room_id)
             .bind(data_type)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
     }
 
@@ -53,7 +53,7 @@ impl Store {
         .bind(user_id)
         .bind(since)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
@@ -79,7 +79,7 @@ impl Store {
         sqlx::query_scalar("SELECT filter_json FROM filters WHERE user_id = $1 AND filter_id = $2")
             .bind(user_id)
             .bind(filter_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
     }
 
@@ -92,7 +92,7 @@ impl Store {
         )
         .bind(token)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -104,7 +104,7 @@ impl Store {
         )
         .bind(token)
         .bind(now_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.is_some())
     }

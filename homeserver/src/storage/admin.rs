@@ -199,7 +199,7 @@ impl Store {
         .bind(u.displayname)
         .bind(u.department)
         .bind(u.created_ts)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -207,7 +207,7 @@ impl Store {
     pub async fn admin_user(&self, user_id: &str) -> sqlx::Result<Option<AdminUserRow>> {
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {ADMIN_USER_COLUMNS} FROM users WHERE user_id = $1")))
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(admin_user_row).transpose()
     }
@@ -239,7 +239,7 @@ impl Store {
         }
         let total: i64 = c
             .bind(sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM users {}", c.where_clause()))))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?
             .try_get(0)?;
         if let Some(a) = after {
@@ -247,7 +247,7 @@ impl Store {
         }
         let n = c.next();
         let sql = format!("SELECT {ADMIN_USER_COLUMNS} FROM users {} ORDER BY user_id LIMIT ${n}", c.where_clause());
-        let rows = c.bind(sqlx::query(AssertSqlSafe(sql))).bind(limit).fetch_all(&self.pool).await?;
+        let rows = c.bind(sqlx::query(AssertSqlSafe(sql))).bind(limit).fetch_all(&mut *self.conn().await?).await?;
         Ok((rows.iter().map(admin_user_row).collect::<sqlx::Result<_>>()?, total))
     }
 
@@ -255,7 +255,7 @@ impl Store {
         let done = sqlx::query("UPDATE users SET is_admin = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(flag(admin))
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -264,7 +264,7 @@ impl Store {
         sqlx::query("UPDATE users SET department = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(department)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -274,7 +274,7 @@ impl Store {
         sqlx::query("UPDATE users SET deactivated_ts = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(ts)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -286,7 +286,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(password_hash)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -295,7 +295,7 @@ impl Store {
     pub async fn session_count(&self, user_id: &str) -> sqlx::Result<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE user_id = $1")
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
     }
 
@@ -315,7 +315,7 @@ impl Store {
         .bind(token)
         .bind(uses_allowed)
         .bind(expiry_ts)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -323,7 +323,7 @@ impl Store {
     pub async fn registration_tokens(&self) -> sqlx::Result<Vec<RegistrationTokenRow>> {
         let rows =
             sqlx::query("SELECT token, uses_allowed, completed, expiry_ts FROM registration_tokens ORDER BY token")
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         rows.iter()
             .map(|r| {
@@ -339,8 +339,10 @@ impl Store {
 
     /// Removes a registration token; `false` if there was none.
     pub async fn delete_registration_token(&self, token: &str) -> sqlx::Result<bool> {
-        let done =
-            sqlx::query("DELETE FROM registration_tokens WHERE token = $1").bind(token).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM registration_tokens WHERE token = $1")
+            .bind(token)
+            .execute(&mut *self.conn().await?)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -348,7 +350,7 @@ impl Store {
 
     /// Rooms with a room ID after `after`, in room ID order, and how many there are.
     pub async fn admin_rooms(&self, after: Option<&str>, limit: i64) -> sqlx::Result<(Vec<AdminRoomRow>, i64)> {
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms").fetch_one(&self.pool).await?;
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms").fetch_one(&mut *self.conn().await?).await?;
         let rows = sqlx::query(
             "SELECT r.room_id, r.room_version, r.creator, r.is_public, r.created_ts, \
              (SELECT COUNT(*) FROM current_state m WHERE m.room_id = r.room_id AND m.event_type = 'm.room.member' \
@@ -359,7 +361,7 @@ impl Store {
         )
         .bind(after.unwrap_or(""))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let rooms = rows
             .iter()
@@ -385,7 +387,7 @@ impl Store {
              updated_by FROM room_policies WHERE room_id = $1",
         )
         .bind(room_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| {
             Ok(RoomPolicyRow {
@@ -419,7 +421,7 @@ impl Store {
         .bind(&p.allowed_servers)
         .bind(p.updated_ts)
         .bind(&p.updated_by)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -434,7 +436,7 @@ impl Store {
         .bind(by)
         .bind(reason)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -442,7 +444,7 @@ impl Store {
     pub async fn is_room_blocked(&self, room_id: &str) -> sqlx::Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM blocked_rooms WHERE room_id = $1")
             .bind(room_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(n > 0)
     }
@@ -479,7 +481,9 @@ impl Store {
 
     /// Every stored server policy entry: `(name, JSON value)`.
     pub async fn server_policies(&self) -> sqlx::Result<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT name, value FROM server_policy ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT name, value FROM server_policy ORDER BY name")
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
@@ -492,7 +496,7 @@ impl Store {
         .bind(value)
         .bind(now_ms)
         .bind(by)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -504,7 +508,7 @@ impl Store {
         sqlx::query("INSERT INTO user_daily_activity (day, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(day)
             .bind(user_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -513,7 +517,7 @@ impl Store {
     pub async fn last_active_day(&self, user_id: &str) -> sqlx::Result<Option<String>> {
         sqlx::query_scalar("SELECT MAX(day) FROM user_daily_activity WHERE user_id = $1")
             .bind(user_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
     }
 
@@ -526,7 +530,7 @@ impl Store {
         )
         .bind(start_ts)
         .bind(end_ts)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
@@ -551,7 +555,7 @@ impl Store {
         .bind(end_day)
         .bind(start_ts)
         .bind(end_ts)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
@@ -567,7 +571,7 @@ impl Store {
         )
         .bind(start_ts)
         .bind(end_ts)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
@@ -589,7 +593,7 @@ impl Store {
         .bind(&e.result)
         .bind(&e.detail)
         .bind(&e.client_ip)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
     }
 
@@ -617,7 +621,7 @@ impl Store {
              ORDER BY id DESC LIMIT ${n}",
             c.where_clause()
         );
-        let rows = c.bind(sqlx::query(AssertSqlSafe(sql))).bind(f.limit).fetch_all(&self.pool).await?;
+        let rows = c.bind(sqlx::query(AssertSqlSafe(sql))).bind(f.limit).fetch_all(&mut *self.conn().await?).await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditRow {

@@ -92,10 +92,10 @@ const MAX_CHAIN: i64 = 64;
 /// An event waiting for the next group commit, and where its outcome goes.
 type Pending = (NewEvent, tokio::sync::oneshot::Sender<sqlx::Result<(i64, i64)>>);
 
-/// Group commit of events: whoever holds the writer commits every event waiting at that
-/// moment in one transaction. Under load, events from many rooms share a commit (and
-/// SQLite's write lock is taken once for them, instead of by each in turn, sleeping in
-/// its busy handler); alone, an event commits at once as before.
+/// Group commit of events on SQLite: whoever holds the writer commits every event waiting
+/// at that moment in one transaction. Under load, events from many rooms share a commit
+/// (and SQLite's write lock is taken once for them, instead of by each in turn, sleeping
+/// in its busy handler); alone, an event commits at once as before.
 #[derive(Debug, Default)]
 pub(super) struct GroupCommit {
     pending: std::sync::Mutex<Vec<Pending>>,
@@ -106,10 +106,19 @@ pub(super) struct GroupCommit {
 const MAX_GROUP: usize = 256;
 
 impl Store {
-    /// Persists an event and everything derived from it, atomically, in a transaction
-    /// it may share with events of other rooms (group commit).
+    /// Persists an event and everything derived from it, atomically; on SQLite in a
+    /// transaction it may share with events of other rooms (group commit).
     /// Returns `(stream_ordering, state_group)`.
     pub async fn persist_event(&self, ev: &NewEvent) -> sqlx::Result<(i64, i64)> {
+        // PostgreSQL runs the statements of concurrent transactions in parallel (only the
+        // stream counter's row lock orders their ends); one writer would serialise every
+        // statement's round trip instead.
+        if self.backend == super::Backend::Postgres {
+            let mut tx = self.begin().await?;
+            let written = Self::write_event(&mut tx, ev).await?;
+            tx.commit().await?;
+            return Ok(written);
+        }
         let (done, mut outcome) = tokio::sync::oneshot::channel();
         self.memo.commits.pending.lock().unwrap_or_else(|e| e.into_inner()).push((ev.clone(), done));
         loop {
@@ -379,14 +388,14 @@ impl Store {
     pub async fn event(&self, event_id: &str) -> sqlx::Result<Option<EventRow>> {
         let row = sqlx::query(AssertSqlSafe(format!("SELECT {EVENT_COLUMNS} FROM events WHERE event_id = $1")))
             .bind(event_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         if let Some(row) = row {
             return event_row(&row).map(Some);
         }
         let outlier = sqlx::query("SELECT room_id, pdu_json FROM outliers WHERE event_id = $1")
             .bind(event_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         outlier
             .map(|r| {
@@ -414,7 +423,7 @@ impl Store {
         )))
         .bind(room_id)
         .bind(pos)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.as_ref().map(event_row).transpose()
     }
@@ -437,7 +446,7 @@ impl Store {
         .bind(from_exclusive)
         .bind(to_inclusive)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(event_row).collect()
     }
@@ -462,7 +471,7 @@ impl Store {
         .bind(from_exclusive)
         .bind(to_inclusive)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(event_row).collect()
     }
@@ -476,7 +485,7 @@ impl Store {
                  ORDER BY stream_ordering"
             )))
             .bind(id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
             for r in &rows {
                 out.push(event_row(r)?);
@@ -495,7 +504,7 @@ impl Store {
         .bind(room_id)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
@@ -518,7 +527,7 @@ impl Store {
         .bind(pattern)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(event_row).collect()
     }
@@ -531,7 +540,7 @@ impl Store {
              LEFT JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY f.event_id",
         )
         .bind(room_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -545,7 +554,7 @@ impl Store {
     pub async fn forward_extremities(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT event_id FROM forward_extremities WHERE room_id = $1 ORDER BY event_id")
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
     }
 
@@ -555,7 +564,7 @@ impl Store {
             .bind(user)
             .bind(device)
             .bind(txn_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
     }
 
@@ -563,7 +572,7 @@ impl Store {
     pub async fn current_state(&self, room_id: &str) -> sqlx::Result<StateMap> {
         let rows = sqlx::query("SELECT event_type, state_key, event_id FROM current_state WHERE room_id = $1")
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?))).collect()
     }
@@ -580,7 +589,7 @@ impl Store {
         .bind(room_id)
         .bind(event_type)
         .bind(state_key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
     }
 
@@ -593,7 +602,7 @@ impl Store {
         .bind(user_id)
         .bind(since)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(event_row).collect()
     }
@@ -603,7 +612,7 @@ impl Store {
         sqlx::query_scalar("SELECT DISTINCT room_id FROM events WHERE stream_ordering > $1 AND stream_ordering <= $2")
             .bind(since)
             .bind(to)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
     }
 }

@@ -26,7 +26,7 @@ impl Store {
             .bind(event_id)
             .bind(room_id)
             .bind(pdu_json)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -49,7 +49,7 @@ impl Store {
         .bind(pdu_json)
         .bind(reason)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -57,7 +57,7 @@ impl Store {
     pub async fn is_rejected(&self, event_id: &str) -> sqlx::Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rejected_events WHERE event_id = $1")
             .bind(event_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(n > 0)
     }
@@ -66,7 +66,7 @@ impl Store {
     pub async fn in_timeline(&self, event_id: &str) -> sqlx::Result<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_id = $1")
             .bind(event_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(n > 0)
     }
@@ -98,7 +98,7 @@ impl Store {
         .bind(destination)
         .bind(kind)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok(QueueItem { id: r.try_get(0)?, payload: r.try_get(1)? })).collect()
     }
@@ -115,7 +115,7 @@ impl Store {
     /// Destinations with something queued, and how much.
     pub async fn queue_depths(&self) -> sqlx::Result<BTreeMap<String, i64>> {
         let rows = sqlx::query("SELECT destination, COUNT(*) FROM federation_queue GROUP BY destination")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
@@ -125,7 +125,7 @@ impl Store {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM federation_received WHERE origin = $1 AND txn_id = $2")
             .bind(origin)
             .bind(txn_id)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(n > 0)
     }
@@ -138,7 +138,7 @@ impl Store {
         .bind(origin)
         .bind(txn_id)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -151,7 +151,7 @@ impl Store {
         .bind(room_id)
         .bind(user_id)
         .bind(events)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -160,7 +160,7 @@ impl Store {
         sqlx::query_scalar("SELECT events FROM invite_stripped_state WHERE room_id = $1 AND user_id = $2")
             .bind(room_id)
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await
     }
 
@@ -267,7 +267,7 @@ impl Store {
             "SELECT event_id, state_group_before FROM events WHERE room_id = $1 ORDER BY stream_ordering LIMIT 1",
         )
         .bind(room_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
@@ -279,7 +279,7 @@ impl Store {
              AND membership = 'join'",
         )
         .bind(room_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
     }
 }

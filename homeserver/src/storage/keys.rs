@@ -106,7 +106,7 @@ impl Store {
              WHERE k.user_id = $1 ORDER BY k.device_id",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -175,7 +175,7 @@ impl Store {
         .bind(device_id)
         .bind(algorithm)
         .bind(key_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
     }
 
@@ -213,7 +213,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(device_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
@@ -237,7 +237,7 @@ impl Store {
             .bind(user_id)
             .bind(device_id)
             .bind(algorithm)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
             if let Some(r) = row {
                 return Ok(Some((r.try_get(0)?, r.try_get(1)?)));
@@ -248,7 +248,7 @@ impl Store {
             .bind(user_id)
             .bind(device_id)
             .bind(algorithm)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
             if left == 0 {
                 break;
@@ -278,7 +278,7 @@ impl Store {
         .bind(algorithm)
         .bind(key_id)
         .bind(key_json)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -298,7 +298,7 @@ impl Store {
         .bind(user_id)
         .bind(device_id)
         .bind(algorithm)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
@@ -311,7 +311,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(device_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
     }
 
@@ -321,7 +321,7 @@ impl Store {
             "SELECT key_type, public_key, key_json FROM e2e_cross_signing_keys WHERE user_id = $1 ORDER BY key_type",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -390,7 +390,7 @@ impl Store {
              WHERE target_user_id = $1 ORDER BY target_key, signer_user_id, signer_key_id",
         )
         .bind(target_user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -414,7 +414,7 @@ impl Store {
         .bind(since)
         .bind(to)
         .bind(viewer)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get::<Option<String>, _>(1)?.is_some()))).collect()
     }
@@ -438,7 +438,7 @@ impl Store {
         .bind(user_id)
         .bind(since)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
     }
@@ -453,7 +453,7 @@ impl Store {
         .bind(user_id)
         .bind(algorithm)
         .bind(auth_data)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
     }
 
@@ -465,7 +465,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(version)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| {
             Ok(BackupVersionRow {
@@ -486,7 +486,7 @@ impl Store {
         .bind(user_id)
         .bind(version)
         .bind(auth_data)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -515,13 +515,13 @@ impl Store {
         let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM e2e_backup_keys WHERE user_id = $1 AND version = $2")
             .bind(user_id)
             .bind(version)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         let etag: Option<i64> =
             sqlx::query_scalar("SELECT etag FROM e2e_backup_versions WHERE user_id = $1 AND version = $2")
                 .bind(user_id)
                 .bind(version)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?;
         Ok((count, etag.unwrap_or(0)))
     }
@@ -605,7 +605,7 @@ impl Store {
         .bind(version)
         .bind(room_id)
         .bind(session_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }

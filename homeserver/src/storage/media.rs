@@ -46,7 +46,7 @@ impl Store {
         sqlx::query_scalar(
             "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM (SELECT MAX(size) AS size FROM media GROUP BY sha256) AS f",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
     }
 
@@ -64,7 +64,7 @@ impl Store {
         .bind(&m.upload_name)
         .bind(m.created_ts)
         .bind(flag(m.quarantined))
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -72,7 +72,7 @@ impl Store {
     pub async fn media(&self, media_id: &str) -> sqlx::Result<Option<MediaRow>> {
         sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {COLUMNS} FROM media WHERE media_id = $1")))
             .bind(media_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .as_ref()
             .map(media_row)
@@ -84,13 +84,16 @@ impl Store {
         let done = sqlx::query("UPDATE media SET quarantined = $2 WHERE media_id = $1")
             .bind(media_id)
             .bind(flag(quarantined))
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected() > 0)
     }
 
     /// How many media IDs use the content with this hash (quarantined ones included).
     pub async fn media_count_by_hash(&self, sha256: &str) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE sha256 = $1").bind(sha256).fetch_one(&self.pool).await
+        sqlx::query_scalar("SELECT COUNT(*) FROM media WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_one(&mut *self.conn().await?)
+            .await
     }
 }

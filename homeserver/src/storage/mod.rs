@@ -25,8 +25,9 @@ mod tests;
 use std::str::FromStr;
 
 use sqlx::{
-    AnyPool, Executor,
+    AnyConnection, AnyPool, ConnectOptions, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
+    pool::PoolConnection,
 };
 
 pub use self::{
@@ -55,6 +56,76 @@ pub struct Store {
     pool: AnyPool,
     backend: Backend,
     memo: std::sync::Arc<Memo>,
+    direct: std::sync::Arc<Direct>,
+}
+
+/// SQLite connections for single statements, kept outside sqlx's pool. The pool pings a
+/// connection each time it is returned (a guard against a cancelled query leaving it
+/// mid-protocol); for SQLite, whose every call is a round trip to the connection's
+/// thread, that doubled the cost of each statement. An SQLite connection stays usable
+/// when a query on it is cancelled (its thread finishes or abandons the statement before
+/// taking the next command), so these skip the ping. PostgreSQL keeps the pool's.
+struct Direct {
+    idle: std::sync::Mutex<Vec<AnyConnection>>,
+    permits: tokio::sync::Semaphore,
+    options: AnyConnectOptions,
+}
+
+impl std::fmt::Debug for Direct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Direct").field("available", &self.permits.available_permits()).finish()
+    }
+}
+
+/// A connection for one or more single statements: `&mut *store.conn().await?` is an
+/// executor.
+enum Conn<'a> {
+    Direct { conn: Option<AnyConnection>, direct: &'a Direct, _permit: tokio::sync::SemaphorePermit<'a> },
+    Pooled(PoolConnection<sqlx::Any>),
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        match self {
+            // Present until drop.
+            Conn::Direct { conn, .. } => conn.as_ref().expect("connection taken only on drop"),
+            Conn::Pooled(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match self {
+            Conn::Direct { conn, .. } => conn.as_mut().expect("connection taken only on drop"),
+            Conn::Pooled(c) => c,
+        }
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Conn::Direct { conn, direct, .. } = self
+            && let Some(c) = conn.take()
+        {
+            direct.idle.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        }
+    }
+}
+
+/// Settings every SQLite connection gets when it opens.
+async fn prepare_sqlite(conn: &mut AnyConnection) -> sqlx::Result<()> {
+    // WAL lets readers run beside the writer; NORMAL sync is durable against a killed
+    // process (the WAL is in the OS), which is the guarantee kairan gives for
+    // acknowledged events.
+    conn.execute(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+         PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+    )
+    .await?;
+    Ok(())
 }
 
 /// Answers the hottest lookups keep in memory: every request checks its access token,
@@ -125,25 +196,22 @@ impl Store {
         };
         let pool = AnyPoolOptions::new()
             .max_connections(max)
+            // A pooled SQLite connection is a file handle that cannot go stale; pinging it
+            // before each use would double the thread round trips of every query.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; NORMAL sync is durable
-                        // against a killed process (the WAL is in the OS), which is the
-                        // guarantee kairan gives for acknowledged events.
-                        conn.execute(
-                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
-                        )
-                        .await?;
+                        prepare_sqlite(conn).await?;
                     }
                     Ok(())
                 })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database {}: {e}", redact_url(&url)))?;
-        let store = Self { pool, backend, memo: Default::default() };
+        let direct = Direct { idle: Default::default(), permits: tokio::sync::Semaphore::new(max as usize), options };
+        let store = Self { pool, backend, memo: Default::default(), direct: std::sync::Arc::new(direct) };
         store.migrate().await?;
         Ok(store)
     }
@@ -166,6 +234,24 @@ impl Store {
         }
     }
 
+    /// A connection for single statements (see [`Direct`]).
+    async fn conn(&self) -> sqlx::Result<Conn<'_>> {
+        if self.backend == Backend::Postgres {
+            return Ok(Conn::Pooled(self.pool.acquire().await?));
+        }
+        let permit = self.direct.permits.acquire().await.map_err(|_| sqlx::Error::PoolClosed)?;
+        let idle = self.direct.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => {
+                let mut c = self.direct.options.connect().await?;
+                prepare_sqlite(&mut c).await?;
+                c
+            }
+        };
+        Ok(Conn::Direct { conn: Some(conn), direct: &self.direct, _permit: permit })
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -183,6 +269,11 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.direct.permits.close();
+        let idle: Vec<AnyConnection> = std::mem::take(&mut *self.direct.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for conn in idle {
+            let _ = sqlx::Connection::close(conn).await;
+        }
         self.pool.close().await;
     }
 
@@ -203,7 +294,7 @@ impl Store {
 
     /// The last stream position handed out (and committed).
     pub async fn current_stream_pos(&self) -> sqlx::Result<i64> {
-        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'stream'").fetch_one(&self.pool).await
+        sqlx::query_scalar("SELECT value FROM counters WHERE name = 'stream'").fetch_one(&mut *self.conn().await?).await
     }
 }
 

@@ -70,7 +70,7 @@ impl Store {
         .bind(user_id)
         .bind(room_id)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut out: Vec<(String, i64, i64)> = Vec::new();
         for r in rows {
@@ -101,7 +101,7 @@ impl Store {
         )
         .bind(room_id)
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
@@ -123,7 +123,7 @@ impl Store {
         .bind(user_id)
         .bind(before)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -175,7 +175,7 @@ impl Store {
             .bind(user_id)
             .bind(app_id)
             .bind(pushkey)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -184,7 +184,7 @@ impl Store {
     pub async fn pushers(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT pusher_json FROM pushers WHERE user_id = $1 ORDER BY app_id, pushkey")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
     }
 }

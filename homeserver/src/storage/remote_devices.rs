@@ -36,7 +36,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(before)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
     }
 
@@ -45,7 +45,7 @@ impl Store {
     pub async fn device_ids_with_keys(&self, user_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT device_id FROM e2e_device_keys WHERE user_id = $1 ORDER BY device_id")
             .bind(user_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
     }
 }

@@ -22,7 +22,7 @@ impl Store {
         .bind(creator)
         .bind(flag(is_public))
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -33,7 +33,7 @@ impl Store {
         sqlx::query("UPDATE rooms SET room_version = $2 WHERE room_id = $1")
             .bind(room_id)
             .bind(version)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         self.memo.versions().remove(room_id);
         Ok(())
@@ -45,7 +45,7 @@ impl Store {
         }
         let version: Option<String> = sqlx::query_scalar("SELECT room_version FROM rooms WHERE room_id = $1")
             .bind(room_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         if let Some(v) = &version {
             super::remember(&mut self.memo.versions(), room_id.to_owned(), v.clone());
@@ -57,7 +57,7 @@ impl Store {
         sqlx::query("UPDATE rooms SET is_public = $2 WHERE room_id = $1")
             .bind(room_id)
             .bind(flag(public))
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -65,14 +65,14 @@ impl Store {
     pub async fn is_room_public(&self, room_id: &str) -> sqlx::Result<bool> {
         let v: Option<i64> = sqlx::query_scalar("SELECT is_public FROM rooms WHERE room_id = $1")
             .bind(room_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(v.unwrap_or(0) != 0)
     }
 
     pub async fn public_rooms(&self) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT room_id FROM rooms WHERE is_public = 1 ORDER BY created_ts, room_id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
     }
 
@@ -83,7 +83,7 @@ impl Store {
         )
         .bind(room_id)
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         Ok(v.flatten())
     }
@@ -96,7 +96,7 @@ impl Store {
         )
         .bind(user_id)
         .bind(membership)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
     }
 
@@ -107,7 +107,7 @@ impl Store {
              AND membership IN ('join', 'invite', 'knock')",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
     }
 
@@ -118,7 +118,7 @@ impl Store {
              ORDER BY state_key",
         )
         .bind(room_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get::<Option<String>, _>(1)?.unwrap_or_default(), r.try_get(2)?)))
@@ -130,7 +130,7 @@ impl Store {
             "SELECT COUNT(*) FROM current_state WHERE room_id = $1 AND event_type = 'm.room.member' AND membership = 'join'",
         )
         .bind(room_id)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
     }
 
@@ -142,7 +142,7 @@ impl Store {
              AND b.event_type = 'm.room.member' AND b.membership = 'join'",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await
     }
 
@@ -172,7 +172,7 @@ impl Store {
         .bind(pattern)
         .bind(i64::from(all_users))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
@@ -181,7 +181,7 @@ impl Store {
         sqlx::query("INSERT INTO forgotten_rooms (user_id, room_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(user_id)
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -190,7 +190,7 @@ impl Store {
         sqlx::query("DELETE FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
             .bind(user_id)
             .bind(room_id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -199,7 +199,7 @@ impl Store {
         let v: Option<i64> = sqlx::query_scalar("SELECT 1 FROM forgotten_rooms WHERE user_id = $1 AND room_id = $2")
             .bind(user_id)
             .bind(room_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(v.is_some())
     }
@@ -212,7 +212,7 @@ impl Store {
         .bind(alias)
         .bind(room_id)
         .bind(creator)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -221,20 +221,20 @@ impl Store {
     pub async fn alias(&self, alias: &str) -> sqlx::Result<Option<(String, String)>> {
         let row = sqlx::query("SELECT room_id, creator FROM room_aliases WHERE alias = $1")
             .bind(alias)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
     }
 
     pub async fn delete_alias(&self, alias: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM room_aliases WHERE alias = $1").bind(alias).execute(&mut *self.conn().await?).await?;
         Ok(())
     }
 
     pub async fn room_aliases(&self, room_id: &str) -> sqlx::Result<Vec<String>> {
         sqlx::query_scalar("SELECT alias FROM room_aliases WHERE room_id = $1 ORDER BY alias")
             .bind(room_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await
     }
 }

@@ -27,7 +27,7 @@ impl Store {
              WHERE server_name = $1 ORDER BY key_id",
         )
         .bind(server_name)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -45,7 +45,7 @@ impl Store {
     pub async fn server_key_document(&self, server_name: &str) -> sqlx::Result<Option<(String, i64)>> {
         let row = sqlx::query("SELECT document, valid_until_ts FROM server_key_documents WHERE server_name = $1")
             .bind(server_name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.map(|r| Ok((r.try_get("document")?, r.try_get("valid_until_ts")?))).transpose()
     }

@@ -29,7 +29,7 @@ impl Store {
         .bind(user_id)
         .bind(device_id)
         .bind(conn_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| Ok(SlidingSnapshot { id: r.try_get(0)?, rooms_json: r.try_get(1)?, lists_json: r.try_get(2)? }))
             .transpose()
@@ -115,6 +115,6 @@ impl Store {
         for t in types {
             query = query.bind(t);
         }
-        query.fetch_optional(&self.pool).await
+        query.fetch_optional(&mut *self.conn().await?).await
     }
 }

@@ -55,7 +55,7 @@ impl Store {
         .bind(room_id)
         .bind(since)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)))
@@ -78,7 +78,7 @@ impl Store {
         .bind(user_id)
         .bind(since)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut by_room: std::collections::HashMap<String, Vec<ReceiptRow>> = Default::default();
         for r in &rows {
@@ -146,7 +146,7 @@ impl Store {
             .bind(user)
             .bind(device)
             .bind(since)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         let rows = sqlx::query(
             "SELECT stream_pos, sender, event_type, content FROM to_device WHERE user_id = $1 AND device_id = $2 \
@@ -156,7 +156,7 @@ impl Store {
         .bind(device)
         .bind(since)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -216,7 +216,7 @@ impl Store {
     pub async fn presence(&self, user_id: &str) -> sqlx::Result<Option<(String, Option<String>, i64, i64)>> {
         let row = sqlx::query("SELECT state, status_msg, last_active_ts, stream_pos FROM presence WHERE user_id = $1")
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).transpose()
     }

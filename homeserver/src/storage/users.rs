@@ -41,7 +41,7 @@ impl Store {
         .bind(flag(is_admin))
         .bind(displayname)
         .bind(now_ms)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -52,7 +52,7 @@ impl Store {
              FROM users WHERE user_id = $1",
         )
         .bind(user_id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.map(|r| {
             Ok(UserRow {
@@ -71,7 +71,7 @@ impl Store {
         sqlx::query("UPDATE users SET password_hash = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(hash)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -80,7 +80,7 @@ impl Store {
         sqlx::query("UPDATE users SET deactivated = $2 WHERE user_id = $1")
             .bind(user_id)
             .bind(flag(deactivated))
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         self.forget_sessions();
         Ok(())
@@ -96,14 +96,14 @@ impl Store {
             sqlx::query("UPDATE users SET displayname = $2 WHERE user_id = $1")
                 .bind(user_id)
                 .bind(name)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
         }
         if let Some(url) = avatar_url {
             sqlx::query("UPDATE users SET avatar_url = $2 WHERE user_id = $1")
                 .bind(user_id)
                 .bind(url)
-                .execute(&self.pool)
+                .execute(&mut *self.conn().await?)
                 .await?;
         }
         Ok(())
@@ -161,7 +161,7 @@ impl Store {
              WHERE t.token_hash = $1 AND u.deactivated = 0",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         let session: Option<(String, String)> =
             row.map(|r| Ok::<_, sqlx::Error>((r.try_get(0)?, r.try_get(1)?))).transpose()?;
@@ -184,7 +184,10 @@ impl Store {
     }
 
     pub async fn delete_token(&self, token_hash: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *self.conn().await?)
+            .await?;
         self.forget_sessions();
         Ok(())
     }
@@ -226,7 +229,7 @@ impl Store {
              ORDER BY device_id",
         )
         .bind(user_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -245,7 +248,7 @@ impl Store {
             .bind(user_id)
             .bind(device_id)
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -256,7 +259,7 @@ impl Store {
             .bind(device_id)
             .bind(now_ms)
             .bind(ip)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
