@@ -30,3 +30,13 @@ pub use tls::{TestCa, test_ca};
 
 /// The password every test user gets unless a test chooses another one.
 pub const PASSWORD: &str = "correct horse battery staple";
+
+/// The value of the sample `series` (name and labels exactly as exposed) in a Prometheus
+/// scrape; 0 when absent, as Prometheus treats a series not yet created.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .next()
+        .unwrap_or(0.0)
+}

@@ -8,7 +8,7 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use image::{DynamicImage, ImageFormat, RgbaImage};
-use kairan_tests::{Backend, PASSWORD, ServerOptions, TestServer};
+use kairan_tests::{Backend, PASSWORD, ServerOptions, TestServer, metric_value};
 use serde_json::json;
 
 both_backends!(scenario);
@@ -22,16 +22,6 @@ async fn scrape(server: &TestServer) -> anyhow::Result<String> {
     let content_type = response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     ensure!(content_type.starts_with("application/openmetrics-text"), "content type {content_type:?}");
     Ok(response.text().await?)
-}
-
-/// The value of the sample `series` (name and labels exactly as exposed); 0 when absent,
-/// as Prometheus treats a series not yet created.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-        .next()
-        .unwrap_or(0.0)
 }
 
 fn png() -> anyhow::Result<Vec<u8>> {
@@ -48,12 +38,15 @@ async fn scenario(backend: Backend) -> anyhow::Result<()> {
 
     // Before the work: the endpoint answers, the database is up, nothing was persisted yet.
     let before = scrape(&server).await?;
-    ensure!(value(&before, "kairan_database_up") == 1.0, "database_up:\n{before}");
-    ensure!(value(&before, "kairan_database_pool_connections") >= 1.0, "pool:\n{before}");
-    ensure!(value(&before, "kairan_database_pool_max") >= 1.0, "pool max:\n{before}");
-    ensure!(value(&before, "kairan_events_persisted_total{origin=\"local\"}") == 0.0, "events before:\n{before}");
-    ensure!(value(&before, "kairan_media_stored_bytes") == 0.0, "media before:\n{before}");
-    let client_before = value(&before, "kairan_http_requests_total{group=\"client\",status=\"2xx\"}");
+    ensure!(metric_value(&before, "kairan_database_up") == 1.0, "database_up:\n{before}");
+    ensure!(metric_value(&before, "kairan_database_pool_connections") >= 1.0, "pool:\n{before}");
+    ensure!(metric_value(&before, "kairan_database_pool_max") >= 1.0, "pool max:\n{before}");
+    ensure!(
+        metric_value(&before, "kairan_events_persisted_total{origin=\"local\"}") == 0.0,
+        "events before:\n{before}"
+    );
+    ensure!(metric_value(&before, "kairan_media_stored_bytes") == 0.0, "media before:\n{before}");
+    let client_before = metric_value(&before, "kairan_http_requests_total{group=\"client\",status=\"2xx\"}");
 
     // The work: login, a room, messages, an upload, a refused request, a sync.
     let alice = server.api("alice", PASSWORD).await?;
@@ -69,22 +62,28 @@ async fn scenario(backend: Backend) -> anyhow::Result<()> {
     let since = first["next_batch"].as_str().context("next_batch")?.to_owned();
 
     let after = scrape(&server).await?;
-    let client = value(&after, "kairan_http_requests_total{group=\"client\",status=\"2xx\"}") - client_before;
+    let client = metric_value(&after, "kairan_http_requests_total{group=\"client\",status=\"2xx\"}") - client_before;
     // login + createRoom + the sends, at least (the harness's readiness polls come before `before`).
     ensure!(client >= (2 + MESSAGES) as f64, "client 2xx grew by {client}:\n{after}");
-    ensure!(value(&after, "kairan_http_requests_total{group=\"client\",status=\"4xx\"}") >= 1.0, "4xx:\n{after}");
-    ensure!(value(&after, "kairan_http_requests_total{group=\"sync\",status=\"2xx\"}") >= 1.0, "sync:\n{after}");
-    ensure!(value(&after, "kairan_http_requests_total{group=\"media\",status=\"2xx\"}") >= 1.0, "media:\n{after}");
     ensure!(
-        value(&after, "kairan_http_request_duration_seconds_count{group=\"client\"}") >= (2 + MESSAGES) as f64,
+        metric_value(&after, "kairan_http_requests_total{group=\"client\",status=\"4xx\"}") >= 1.0,
+        "4xx:\n{after}"
+    );
+    ensure!(metric_value(&after, "kairan_http_requests_total{group=\"sync\",status=\"2xx\"}") >= 1.0, "sync:\n{after}");
+    ensure!(
+        metric_value(&after, "kairan_http_requests_total{group=\"media\",status=\"2xx\"}") >= 1.0,
+        "media:\n{after}"
+    );
+    ensure!(
+        metric_value(&after, "kairan_http_request_duration_seconds_count{group=\"client\"}") >= (2 + MESSAGES) as f64,
         "latency count:\n{after}"
     );
     // The room's creation events and every message.
-    let persisted = value(&after, "kairan_events_persisted_total{origin=\"local\"}");
+    let persisted = metric_value(&after, "kairan_events_persisted_total{origin=\"local\"}");
     ensure!(persisted >= (MESSAGES + 1) as f64, "events persisted {persisted}:\n{after}");
-    ensure!(value(&after, "kairan_events_persisted_total{origin=\"remote\"}") == 0.0, "remote events:\n{after}");
-    ensure!(value(&after, "kairan_media_stored_bytes") == image.len() as f64, "media bytes:\n{after}");
-    ensure!(value(&after, "kairan_sync_active{kind=\"sync\"}") == 0.0, "no sync is active now:\n{after}");
+    ensure!(metric_value(&after, "kairan_events_persisted_total{origin=\"remote\"}") == 0.0, "remote events:\n{after}");
+    ensure!(metric_value(&after, "kairan_media_stored_bytes") == image.len() as f64, "media bytes:\n{after}");
+    ensure!(metric_value(&after, "kairan_sync_active{kind=\"sync\"}") == 0.0, "no sync is active now:\n{after}");
     // Bounded labels: no room, user or event ID ever appears in a series.
     ensure!(
         !after.contains('!') && !after.contains('@') && !after.contains('$'),
@@ -97,7 +96,7 @@ async fn scenario(backend: Backend) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = scrape(&server).await?;
-        if value(&text, "kairan_sync_active{kind=\"sync\"}") == 1.0 {
+        if metric_value(&text, "kairan_sync_active{kind=\"sync\"}") == 1.0 {
             break;
         }
         ensure!(Instant::now() < deadline, "the long poll never showed in kairan_sync_active:\n{text}");
@@ -108,9 +107,9 @@ async fn scenario(backend: Backend) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = scrape(&server).await?;
-        if value(&text, "kairan_sync_active{kind=\"sync\"}") == 0.0 {
+        if metric_value(&text, "kairan_sync_active{kind=\"sync\"}") == 0.0 {
             ensure!(
-                value(&text, "kairan_events_persisted_total{origin=\"local\"}") == persisted + 1.0,
+                metric_value(&text, "kairan_events_persisted_total{origin=\"local\"}") == persisted + 1.0,
                 "the wake-up message was not counted:\n{text}"
             );
             break;
@@ -147,8 +146,8 @@ async fn federation_queue_and_failures() -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let text = scrape(&server).await?;
-        let failures = value(&text, "kairan_federation_send_failures_total{destination=\"dead.example\"}");
-        let depth = value(&text, "kairan_federation_queue_depth{destination=\"dead.example\"}");
+        let failures = metric_value(&text, "kairan_federation_send_failures_total{destination=\"dead.example\"}");
+        let depth = metric_value(&text, "kairan_federation_queue_depth{destination=\"dead.example\"}");
         if failures >= 1.0 && depth >= 1.0 {
             break;
         }

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use kairan_tests::{PASSWORD, ServerOptions, TestServer};
+use kairan_tests::{PASSWORD, ServerOptions, TestServer, metric_value};
 use serde_json::{Value, json};
 
 /// The long-poll timeout the waiting sync asks for.
@@ -76,15 +76,6 @@ fn timeline_ids(sync: &Value, room_id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The value of the sample `series` in a metrics scrape; 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-        .next()
-        .unwrap_or(0.0)
-}
-
 /// A waiting sync is woken by every change on the server, but reads the database only
 /// for a change in one of its user's rooms (or to the user): messages in a room Bob is
 /// not in leave his sync waiting without work, a message in his room ends it.
@@ -104,8 +95,8 @@ async fn waiting_sync_ignores_rooms_of_others() -> anyhow::Result<()> {
     let scrape = || async {
         let text = reqwest::get(server.metrics_url()).await?.text().await?;
         anyhow::Ok((
-            sample(&text, "kairan_sync_wakes_total{outcome=\"read\"}"),
-            sample(&text, "kairan_sync_wakes_total{outcome=\"skipped\"}"),
+            metric_value(&text, "kairan_sync_wakes_total{outcome=\"read\"}"),
+            metric_value(&text, "kairan_sync_wakes_total{outcome=\"skipped\"}"),
         ))
     };
     let (read_before, skipped_before) = scrape().await?;

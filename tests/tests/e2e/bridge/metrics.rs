@@ -7,23 +7,13 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
-use kairan_tests::{PASSWORD, ServerOptions, TestBridge, TestServer};
+use kairan_tests::{PASSWORD, ServerOptions, TestBridge, TestServer, metric_value};
 
 use super::{ARCHIVE, ARCHIVE_DEADLINE, ARCHIVE_PASSWORD, Setup, file, text};
 use crate::admin::admin_api;
 
 /// Messages the test sends; the records counter must show at least these.
 const MESSAGES: usize = 4;
-
-/// The value of the sample `series` (name and labels exactly as exposed); 0 when absent,
-/// as Prometheus treats a series not yet created.
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
-        .next()
-        .unwrap_or(0.0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bridge_metrics_show_the_archive_and_its_tree_heads() -> anyhow::Result<()> {
@@ -39,12 +29,12 @@ async fn bridge_metrics_show_the_archive_and_its_tree_heads() -> anyhow::Result<
     // Nothing official yet: the listener answers, the database is up, nothing is archived.
     let before = s.bridge.scrape(ARCHIVE_DEADLINE).await?;
     ensure!(before.ends_with("# EOF\n"), "not OpenMetrics text:\n{before}");
-    ensure!(value(&before, "kairan_bridge_database_up") == 1.0, "database_up:\n{before}");
-    ensure!(value(&before, "kairan_bridge_records_archived_total{kind=\"event\"}") == 0.0, "records:\n{before}");
-    ensure!(value(&before, "kairan_bridge_tree_head_size") == 0.0, "head before:\n{before}");
-    ensure!(value(&before, "kairan_bridge_tree_head_timestamp_seconds") == 0.0, "head ts before:\n{before}");
-    ensure!(value(&before, "kairan_bridge_official_rooms") == 0.0, "rooms before:\n{before}");
-    ensure!(value(&before, "kairan_bridge_attachments_stored_bytes") == 0.0, "bytes before:\n{before}");
+    ensure!(metric_value(&before, "kairan_bridge_database_up") == 1.0, "database_up:\n{before}");
+    ensure!(metric_value(&before, "kairan_bridge_records_archived_total{kind=\"event\"}") == 0.0, "records:\n{before}");
+    ensure!(metric_value(&before, "kairan_bridge_tree_head_size") == 0.0, "head before:\n{before}");
+    ensure!(metric_value(&before, "kairan_bridge_tree_head_timestamp_seconds") == 0.0, "head ts before:\n{before}");
+    ensure!(metric_value(&before, "kairan_bridge_official_rooms") == 0.0, "rooms before:\n{before}");
+    ensure!(metric_value(&before, "kairan_bridge_attachments_stored_bytes") == 0.0, "bytes before:\n{before}");
 
     // The work: an official room with messages and a file, archived completely.
     let room = s.room("監視テスト").await?;
@@ -69,30 +59,33 @@ async fn bridge_metrics_show_the_archive_and_its_tree_heads() -> anyhow::Result<
     let head_ts = status["latest_head"]["created_ts"].as_f64().context("no head time")? / 1000.0;
 
     let after = s.bridge.scrape(ARCHIVE_DEADLINE).await?;
-    let archived = value(&after, "kairan_bridge_records_archived_total{kind=\"event\"}");
+    let archived = metric_value(&after, "kairan_bridge_records_archived_total{kind=\"event\"}");
     ensure!(archived >= MESSAGES as f64, "event records counted {archived}, sent {MESSAGES}:\n{after}");
     ensure!(archived >= events as f64, "event records counted {archived}, archived {events}:\n{after}");
-    ensure!(value(&after, "kairan_bridge_records_archived_total{kind=\"attachment\"}") >= 1.0, "attachment:\n{after}");
     ensure!(
-        value(&after, "kairan_bridge_attachments_stored_bytes") >= minutes.len() as f64,
+        metric_value(&after, "kairan_bridge_records_archived_total{kind=\"attachment\"}") >= 1.0,
+        "attachment:\n{after}"
+    );
+    ensure!(
+        metric_value(&after, "kairan_bridge_attachments_stored_bytes") >= minutes.len() as f64,
         "attachment bytes (file of {}):\n{after}",
         minutes.len()
     );
-    ensure!(value(&after, "kairan_bridge_official_rooms") == 1.0, "rooms:\n{after}");
-    ensure!(value(&after, "kairan_bridge_log_records") >= records.len() as f64, "log size:\n{after}");
+    ensure!(metric_value(&after, "kairan_bridge_official_rooms") == 1.0, "rooms:\n{after}");
+    ensure!(metric_value(&after, "kairan_bridge_log_records") >= records.len() as f64, "log size:\n{after}");
     // The daemon signs heads too (every 2 s here), but only when the log grew, which it no
     // longer does: the newest head is the co-signed checkpoint `status` shows.
-    ensure!(value(&after, "kairan_bridge_tree_head_size") == head_size, "head size {head_size}:\n{after}");
+    ensure!(metric_value(&after, "kairan_bridge_tree_head_size") == head_size, "head size {head_size}:\n{after}");
     ensure!(head_size >= records.len() as f64, "the head covers {head_size} of {} records", records.len());
-    let ts = value(&after, "kairan_bridge_tree_head_timestamp_seconds");
+    let ts = metric_value(&after, "kairan_bridge_tree_head_timestamp_seconds");
     ensure!((ts - head_ts).abs() < 0.01, "head time {head_ts}:\n{after}");
-    ensure!(value(&after, "kairan_bridge_tree_head_cosigned") == 1.0, "cosigned:\n{after}");
-    ensure!(value(&after, "kairan_bridge_cosigned_tree_head_size") == head_size, "cosigned size:\n{after}");
+    ensure!(metric_value(&after, "kairan_bridge_tree_head_cosigned") == 1.0, "cosigned:\n{after}");
+    ensure!(metric_value(&after, "kairan_bridge_cosigned_tree_head_size") == head_size, "cosigned size:\n{after}");
     // Complete, and read through every 2 s: the lag is a few seconds, not the daemon's age.
-    let lag = value(&after, "kairan_bridge_archive_lag_seconds");
+    let lag = metric_value(&after, "kairan_bridge_archive_lag_seconds");
     ensure!(after.contains("kairan_bridge_archive_lag_seconds "), "no lag:\n{after}");
     ensure!(lag < 30.0, "archive lag {lag} s for a complete archive:\n{after}");
-    ensure!(value(&after, "kairan_bridge_database_up") == 1.0, "database_up:\n{after}");
+    ensure!(metric_value(&after, "kairan_bridge_database_up") == 1.0, "database_up:\n{after}");
     ensure!(!after.contains(&room), "a room ID in a label:\n{after}");
 
     // The listener stops with the daemon.
