@@ -128,9 +128,10 @@ async fn prepare_sqlite(conn: &mut AnyConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Answers the hottest lookups keep in memory: every request checks its access token,
-/// every send reads its room's version. Each is changed only through this `Store`, which
-/// forgets what a write makes stale.
+/// What the `Store` keeps in memory: answers to the hottest lookups (every request checks
+/// its access token, every send reads its room's version), each changed only through
+/// this `Store`, which forgets what a write makes stale; and the events waiting for the
+/// next group commit.
 #[derive(Debug, Default)]
 struct Memo {
     /// Token hash -> (user, device), for live tokens of active users.

@@ -15,6 +15,11 @@ pub struct ToDeviceRow {
 /// `(room_id, receipt_type, user_id, thread_id, event_id, ts)`
 pub type ReceiptRow = (String, String, String, String, String, i64);
 
+/// A row of the receipt columns in [`ReceiptRow`]'s order.
+fn receipt_row(r: &sqlx::any::AnyRow) -> sqlx::Result<ReceiptRow> {
+    Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?))
+}
+
 impl Store {
     /// Records a receipt; returns its stream position.
     pub async fn put_receipt(
@@ -57,9 +62,7 @@ impl Store {
         .bind(to)
         .fetch_all(&mut *self.conn().await?)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?)))
-            .collect()
+        rows.iter().map(receipt_row).collect()
     }
 
     /// Receipts in `(since, to]` in every room `user_id` is joined to, by room.
@@ -82,8 +85,7 @@ impl Store {
         .await?;
         let mut by_room: std::collections::HashMap<String, Vec<ReceiptRow>> = Default::default();
         for r in &rows {
-            let row: ReceiptRow =
-                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?);
+            let row = receipt_row(r)?;
             by_room.entry(row.0.clone()).or_default().push(row);
         }
         Ok(by_room)

@@ -77,8 +77,8 @@ impl Services {
             }
             answer = Some(response);
         }
-        // The user's rooms, read when a change first needs them and again after any
-        // change that concerned the user (it may have been a membership change).
+        // The user's rooms, read on the first wake and again after any change that
+        // concerned the user (it may have been a membership change).
         let mut rooms: Option<std::collections::HashSet<String>> = None;
         let presence = req.filter.presence.allows_type("m.presence");
         loop {
