@@ -15,10 +15,7 @@ use std::{
 
 use ruma::{
     OwnedUserId, UInt, UserId,
-    events::{
-        push_rules::PushRulesEventContent,
-        room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
-    },
+    events::push_rules::PushRulesEventContent,
     push::{Action, PushConditionRoomCtx, Ruleset},
     room_version_rules::RoomVersionRules,
     serde::Raw,
@@ -135,26 +132,9 @@ impl Services {
         state: &StateMap,
         rules: &RoomVersionRules,
     ) -> Result<Option<ruma::push::PushConditionPowerLevelsCtx>> {
-        let content = match state.get(&("m.room.power_levels".to_owned(), String::new())) {
-            Some(id) => self
-                .pdu(id)
-                .await?
-                .and_then(|p| serde_json::from_str::<RoomPowerLevelsEventContent>(p.content.get()).ok()),
-            None => None,
-        };
-        let mut creators = Vec::new();
-        if rules.authorization.explicitly_privilege_room_creators
-            && let Some(id) = state.get(&("m.room.create".to_owned(), String::new()))
-            && let Some(create) = self.pdu(id).await?
-        {
-            creators.push(create.sender.clone());
-            if let Some(extra) = create.content_value()["additional_creators"].as_array() {
-                creators.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| OwnedUserId::try_from(u).ok()));
-            }
-        }
-        let levels = RoomPowerLevels::new(RoomPowerLevelsSource::from(content), &rules.authorization, creators);
+        let levels = self.power_levels_in(state, rules).await?;
         Ok(Some(levels.into()))
     }
 }
 
-pub use self::gateway::deliver;
+pub use self::gateway::{deliver, gateway_allowed, gateway_client, gateway_origin};

@@ -146,6 +146,7 @@ impl Services {
         template: EventTemplate,
         parents: &Parents,
     ) -> Result<Arc<Pdu>> {
+        let redacts = super::redaction::redaction_target(&template)?;
         let kind = TimelineEventType::from(template.kind.as_str());
         let content_raw =
             serde_json::value::to_raw_value(&template.content).map_err(|e| Error::bad_json(format!("content: {e}")))?;
@@ -189,6 +190,9 @@ impl Services {
         }
         let (pdu, _) = self.sign_pdu(obj, rules, Some(&room_id))?;
         self.authorise(rules, &pdu, &parents.state_before).await?;
+        if let Some(target) = &redacts {
+            self.check_local_redaction(rules, sender, &room_id, target, &parents.state_before).await?;
+        }
         Ok(pdu)
     }
 
@@ -361,6 +365,7 @@ impl Services {
     ) -> Result<Arc<Pdu>> {
         let key = pdu.state_key.clone().map(|k| (pdu.kind.to_string(), k));
         let replaces_state = key.as_ref().and_then(|k| parents.state_before.get(k).cloned());
+        let parents_state = parents.state_before.clone();
         let content = pdu.content_value();
         let relation = pdu.relation();
         let new = NewEvent {
@@ -386,13 +391,18 @@ impl Services {
                 .flatten(),
             rel_type: relation.as_ref().map(|r| r.0.clone()),
             relates_to: relation.map(|r| r.1),
-            redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+            redacts: None,
+            withheld_redaction: None,
+            redacted_by: None,
             txn_key: txn.as_ref().map(Txn::key),
             txn: txn.map(|t| (sender.to_string(), t.device_id, t.txn_id)),
             push_actions,
             search_text: search_text(&pdu.kind.to_string(), &content),
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
         };
+        let rules = self.rules_of(&pdu.room_id).await?;
+        let mut new = new;
+        self.judge_redactions(&rules, &pdu, &parents_state, &mut new).await?;
         let (pos, _group) = self.store.persist_event(&new).await?;
         crate::metrics::metrics().event_persisted(self.is_local(&pdu.sender));
         self.rooms.cache_pdu(pdu.clone());
@@ -404,7 +414,13 @@ impl Services {
         };
         self.notifier.advance(pos, audience);
         self.senders.wake(&destinations);
-        crate::push::deliver(self.store.clone(), self.http.clone(), pdu.clone(), new.push_actions);
+        crate::push::deliver(
+            self.store.clone(),
+            self.http.clone(),
+            std::sync::Arc::new(self.config.push.gateways.clone()),
+            pdu.clone(),
+            new.push_actions,
+        );
         Ok(pdu)
     }
 

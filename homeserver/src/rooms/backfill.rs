@@ -34,6 +34,9 @@ impl Services {
             return Ok(0);
         }
         let rules = self.rules_of(room_id).await?;
+        // Backfilled redactions are judged by the power levels this server knows for the
+        // history (those at its join): the state before each old event is not held.
+        let backfill_state = self.state_at_group(group).await?;
         let lock = self.rooms.lock(room_id);
         let _guard = lock.lock().await;
         for server in self.room_servers(room_id.as_str()).await? {
@@ -86,13 +89,17 @@ impl Services {
                     membership: content.get("membership").and_then(Value::as_str).map(str::to_owned),
                     rel_type: relation.as_ref().map(|r| r.0.clone()),
                     relates_to: relation.map(|r| r.1),
-                    redacts: pdu.redacts.as_ref().map(|r| r.to_string()),
+                    redacts: None,
+                    withheld_redaction: None,
+                    redacted_by: None,
                     txn: None,
                     txn_key: None,
                     push_actions: Vec::new(),
                     search_text: super::append::search_text(&pdu.kind.to_string(), &content),
                     destinations: Vec::new(),
                 };
+                let mut new = new;
+                self.judge_redactions(&rules, &pdu, &backfill_state, &mut new).await?;
                 if self.store.persist_backfilled(&new).await? {
                     self.rooms.cache_pdu(pdu.clone());
                     added += 1;

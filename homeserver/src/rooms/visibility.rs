@@ -100,18 +100,6 @@ impl Services {
         self.require_level(room_id, user, &levels, needed).await
     }
 
-    /// Redacting someone else's event needs the room's `redact` level. Since room v3
-    /// the authorisation rules leave this check to the sender's server.
-    pub async fn require_redact_power(&self, room_id: &RoomId, user: &UserId, target: &ruma::EventId) -> Result<()> {
-        let Some(target) = self.pdu(target.as_str()).await? else { return Ok(()) };
-        if target.sender == user || target.room_id != room_id {
-            return Ok(());
-        }
-        let levels = self.power_levels_content(room_id).await?;
-        let needed = level(&levels["redact"]).unwrap_or(50);
-        self.require_level(room_id, user, &levels, needed).await
-    }
-
     async fn power_levels_content(&self, room_id: &RoomId) -> Result<Value> {
         let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.power_levels", "").await? else {
             return Ok(Value::Null);

@@ -72,8 +72,12 @@ pub struct NewEvent {
     pub membership: Option<String>,
     pub rel_type: Option<String>,
     pub relates_to: Option<String>,
-    /// The event this one redacts, if it is a redaction.
+    /// The event this redaction redacts now (set only when the redaction may take effect).
     pub redacts: Option<String>,
+    /// A redaction whose target is not held yet: kept to be judged when the target arrives.
+    pub withheld_redaction: Option<PendingRedaction>,
+    /// The redaction, received before this event, that redacts it.
+    pub redacted_by: Option<String>,
     /// `(user, device, txn_id)` for client-sent events.
     pub txn: Option<(String, String, String)>,
     /// The idempotency key of `txn` (its ID within the request path).
@@ -84,6 +88,16 @@ pub struct NewEvent {
     pub search_text: Option<String>,
     /// Servers to send this event to, queued in the same transaction.
     pub destinations: Vec<String>,
+}
+
+/// A redaction whose target was not held when it arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingRedaction {
+    pub target: String,
+    pub redaction: String,
+    /// When the redactor lacked the `redact` level: the server the target's sender must
+    /// be on for the redaction to apply.
+    pub only_server: Option<String>,
 }
 
 /// Longest chain of deltas before a full snapshot is written.
@@ -248,8 +262,8 @@ impl Store {
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
              origin_server_ts, pdu_json, state_group_before, state_group, replaces_state, rel_type, relates_to, \
-             txn_device, txn_id, search_text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+             txn_device, txn_id, search_text, redacted_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
         )
         .bind(pos)
         .bind(&ev.event_id)
@@ -268,6 +282,7 @@ impl Store {
         .bind(ev.txn.as_ref().map(|t| &t.1))
         .bind(ev.txn.as_ref().map(|t| &t.2))
         .bind(&ev.search_text)
+        .bind(&ev.redacted_by)
         .execute(&mut **tx)
         .await?;
         Ok((pos, state_group))
@@ -283,8 +298,27 @@ impl Store {
         Ok(())
     }
 
-    /// Marks the event a redaction redacts (the first redaction wins).
+    /// Marks the event a redaction redacts (the first redaction wins), or keeps a
+    /// redaction whose target is not held; forgets redactions withheld for `ev` itself.
     pub(super) async fn mark_redacted(tx: &mut Tx<'_>, ev: &NewEvent) -> sqlx::Result<()> {
+        if let Some(p) = &ev.withheld_redaction {
+            sqlx::query(
+                "INSERT INTO withheld_redactions (target_id, redaction_id, room_id, only_server) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+            )
+            .bind(&p.target)
+            .bind(&p.redaction)
+            .bind(&ev.room_id)
+            .bind(&p.only_server)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if ev.redacted_by.is_some() {
+            sqlx::query("DELETE FROM withheld_redactions WHERE target_id = $1")
+                .bind(&ev.event_id)
+                .execute(&mut **tx)
+                .await?;
+        }
         if let Some(redacts) = &ev.redacts {
             sqlx::query(
                 "UPDATE events SET redacted_by = $1 WHERE event_id = $2 AND room_id = $3 AND redacted_by IS NULL",
@@ -296,6 +330,27 @@ impl Store {
             .await?;
         }
         Ok(())
+    }
+
+    /// Redactions of `target_id` (in `room_id`) that arrived before it, oldest first.
+    pub async fn withheld_redactions_of(&self, target_id: &str, room_id: &str) -> sqlx::Result<Vec<PendingRedaction>> {
+        let rows = sqlx::query(
+            "SELECT redaction_id, only_server FROM withheld_redactions WHERE target_id = $1 AND room_id = $2 \
+             ORDER BY redaction_id",
+        )
+        .bind(target_id)
+        .bind(room_id)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(PendingRedaction {
+                    target: target_id.to_owned(),
+                    redaction: r.try_get(0)?,
+                    only_server: r.try_get(1)?,
+                })
+            })
+            .collect()
     }
 
     /// Writes a state group: a delta on `prev`, or a full snapshot when `prev` is `None`

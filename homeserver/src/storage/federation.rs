@@ -238,8 +238,8 @@ impl Store {
                 .await?;
         sqlx::query(
             "INSERT INTO events (stream_ordering, event_id, room_id, sender, event_type, state_key, depth, \
-             origin_server_ts, pdu_json, state_group_before, state_group, rel_type, relates_to, search_text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
+             origin_server_ts, pdu_json, state_group_before, state_group, rel_type, relates_to, search_text, \
+             redacted_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13, $14)",
         )
         .bind(pos)
         .bind(&ev.event_id)
@@ -254,6 +254,7 @@ impl Store {
         .bind(&ev.rel_type)
         .bind(&ev.relates_to)
         .bind(&ev.search_text)
+        .bind(&ev.redacted_by)
         .execute(&mut *tx)
         .await?;
         Self::mark_redacted(&mut tx, ev).await?;

@@ -35,7 +35,7 @@ pub use self::{
         AdminRoomRow, AdminUserRow, AuditFilter, AuditRow, NewAdminUser, RegistrationTokenRow, RoomPolicyRow,
         UserFilter,
     },
-    events::{EventRow, NewEvent, StateDelta, StateMap},
+    events::{EventRow, NewEvent, PendingRedaction, StateDelta, StateMap},
     federation::{QUEUE_EDU, QUEUE_PDU, QueueItem},
     push::{NotificationRow, PushAction},
     server_keys::ServerKeyRow,

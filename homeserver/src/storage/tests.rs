@@ -119,6 +119,8 @@ fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str
         rel_type: None,
         relates_to: None,
         redacts: None,
+        withheld_redaction: None,
+        redacted_by: None,
         txn: None,
         txn_key: None,
         push_actions: vec![],
@@ -224,6 +226,22 @@ async fn transactions_and_redactions(store: &Store) {
     let rels = store.relations("$e1", Some("m.annotation"), 0, i64::MAX, false, 10).await.unwrap();
     assert_eq!(rels.len(), 1);
     assert!(store.relations("$e1", Some("m.thread"), 0, i64::MAX, false, 10).await.unwrap().is_empty());
+
+    // A redaction of an event not held yet is kept, and the target is stored redacted when
+    // the service says so, which forgets what was withheld for it.
+    let mut early = event(5, "!r:x", Some("$e4"), g, None);
+    early.withheld_redaction =
+        Some(PendingRedaction { target: "$e9".into(), redaction: "$e5".into(), only_server: Some("x".into()) });
+    store.persist_event(&early).await.unwrap();
+    assert!(store.event("$e1").await.unwrap().unwrap().redacted_by.as_deref() == Some("$e3"), "first wins");
+    let withheld = store.withheld_redactions_of("$e9", "!r:x").await.unwrap();
+    assert_eq!(withheld, vec![early.withheld_redaction.clone().unwrap()]);
+    assert!(store.withheld_redactions_of("$e9", "!other:x").await.unwrap().is_empty());
+    let mut target = event(9, "!r:x", Some("$e5"), g, None);
+    target.redacted_by = Some("$e5".into());
+    store.persist_event(&target).await.unwrap();
+    assert_eq!(store.event("$e9").await.unwrap().unwrap().redacted_by.as_deref(), Some("$e5"));
+    assert!(store.withheld_redactions_of("$e9", "!r:x").await.unwrap().is_empty());
 }
 
 async fn account_data_receipts_to_device_filters(store: &Store) {

@@ -27,6 +27,7 @@ macro_rules! both_backends {
 
 mod accounts;
 mod admin;
+mod authorisation;
 mod backup;
 mod bad_input;
 mod bridge;
