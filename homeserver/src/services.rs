@@ -23,7 +23,7 @@ pub struct Services {
     pub media: crate::media::MediaService,
     pub uia: std::sync::Arc<crate::accounts::UiaSessions>,
     pub push: crate::push::PushRuleCache,
-    /// Outbound HTTP (push gateways), without any public default endpoint.
+    /// Outbound HTTP to push gateways: no redirects, only `push.gateways`.
     pub http: reqwest::Client,
     /// When each user's presence was last written from a sync: `(state, at)`.
     pub presence_seen: std::sync::Mutex<std::collections::HashMap<ruma::OwnedUserId, (String, std::time::Instant)>>,
@@ -58,7 +58,7 @@ impl Services {
             typing: Typing::default(),
             uia: Default::default(),
             push: Default::default(),
-            http: reqwest::Client::new(),
+            http: crate::push::gateway_client(),
             presence_seen: Default::default(),
             admin: Default::default(),
             federation: crate::federation::Federation::new(&config_for_federation)?,

@@ -49,6 +49,8 @@ pub struct ServerOptions {
     pub max_upload_bytes: Option<u64>,
     /// `[admin] archive_user`; `None` leaves it empty (no archive account).
     pub archive_user: Option<String>,
+    /// `[push] gateways`: the push gateway origins HTTP pushers may use.
+    pub push_gateways: Vec<String>,
     /// Run the federation TLS listener (see [`ServerOptions::federation`]).
     pub federation: bool,
     /// `[federation] allowlist`; `None` allows every server (`["*"]`).
@@ -75,6 +77,7 @@ impl Default for ServerOptions {
             rate_limits: false,
             max_upload_bytes: None,
             archive_user: None,
+            push_gateways: Vec::new(),
             federation: false,
             federation_allowlist: None,
             host_overrides: Vec::new(),
@@ -113,6 +116,12 @@ impl ServerOptions {
     }
 
     /// The records bridge's account, invited to rooms marked official (`@archive:server`).
+    /// A push gateway (an origin, `http://127.0.0.1:PORT`) pushers may be set for.
+    pub fn push_gateway(mut self, origin: impl Into<String>) -> Self {
+        self.push_gateways.push(origin.into());
+        self
+    }
+
     pub fn archive_user(mut self, user_id: impl Into<String>) -> Self {
         self.archive_user = Some(user_id.into());
         self
@@ -687,6 +696,12 @@ fn render_config(
         line(String::new());
         line("[media]".into());
         line(format!("max_upload_bytes = {max}"));
+    }
+    if !options.push_gateways.is_empty() {
+        let list: Vec<String> = options.push_gateways.iter().map(|g| toml_string(g)).collect();
+        line(String::new());
+        line("[push]".into());
+        line(format!("gateways = [{}]", list.join(", ")));
     }
     if let Some(archive) = &options.archive_user {
         line(String::new());

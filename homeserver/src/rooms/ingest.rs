@@ -192,6 +192,12 @@ impl Services {
         if let Err(e) = self.authorise(rules, &pdu, &state_before).await {
             return self.reject(&pdu, format!("not allowed by the state before it: {}", e.message)).await;
         }
+        // The administrators' policy binds members of other servers as it binds local ones.
+        if pdu.state_key.is_some()
+            && let Err(e) = self.check_event_policy(&pdu.room_id, &pdu.kind.to_string()).await
+        {
+            return self.reject(&pdu, e.message).await;
+        }
         // Soft failure: allowed where it was sent from, not by the room as it is now.
         let current = self.store.current_state(pdu.room_id.as_str()).await?;
         if current != state_before

@@ -41,6 +41,10 @@ impl Services {
         if !self.is_resident(room_id, None).await? {
             return Err(Error::not_found(format!("this server is not in room {room_id}")));
         }
+        // A room an administrator shut down takes no one in, from here or elsewhere.
+        if membership != "leave" {
+            self.check_room_not_blocked(room_id).await?;
+        }
         let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
         let room_version = RoomVersionId::try_from(version.as_str()).map_err(|e| Error::internal("room version", e))?;
         if membership != "leave" && !supported.contains(&room_version) {
@@ -110,6 +114,9 @@ impl Services {
         self.check_server_acl(room_id, origin).await?;
         if !self.is_resident(room_id, None).await? {
             return Err(Error::not_found(format!("this server is not in room {room_id}")));
+        }
+        if membership != "leave" {
+            self.check_room_not_blocked(room_id).await?;
         }
         let (rules, pdu) = self.verified_pdu(pdu, Some(room_id)).await?;
         let content = pdu.content_value();

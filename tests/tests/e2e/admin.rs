@@ -323,6 +323,10 @@ async fn registration_tokens(server: &TestServer, admin: &Api) -> anyhow::Result
     ensure!(revoke["target"].as_str().is_some_and(|t| t.starts_with("token:sha256:")), "{revoke}");
     let text = admin.get(&format!("{V1}/audit?limit=100")).await?.text;
     ensure!(!text.contains(&token) && !text.contains("welcome-2026"), "a registration token reached the audit log");
+    // Nor the server's log, whose request lines carry the path that named the token.
+    let logs = server.logs();
+    ensure!(logs.contains("registration_tokens/<secret>"), "the revocation's request is not in the log");
+    ensure!(!logs.contains(&token), "a registration token reached the server log");
     admin.put(&format!("{V1}/policy/registration"), &json!({ "mode": "closed" })).await?.ok()?;
     assert_matrix_error(&server.anonymous().get(&validity("welcome-2026")).await?, 403, "M_FORBIDDEN")?;
     let bad = admin.put(&format!("{V1}/policy/registration"), &json!({ "mode": "open" })).await?;

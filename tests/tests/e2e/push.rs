@@ -154,6 +154,16 @@ async fn counts_follow_push_rules() -> anyhow::Result<()> {
 
 /// Accepts one HTTP request on `listener` and returns its body as JSON.
 async fn receive_push(listener: &TcpListener) -> anyhow::Result<Value> {
+    let reply = "{\"rejected\":[]}";
+    let ok = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    receive_push_answering(listener, &ok).await
+}
+
+/// Reads one notification from `listener` and answers it with the raw HTTP `response`.
+async fn receive_push_answering(listener: &TcpListener, response: &str) -> anyhow::Result<Value> {
     let (mut socket, _) = listener.accept().await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -169,11 +179,6 @@ async fn receive_push(listener: &TcpListener) -> anyhow::Result<Value> {
                 .context("no content-length")??;
             if buf.len() >= head_end + 4 + length {
                 let body = buf[head_end + 4..head_end + 4 + length].to_vec();
-                let reply = "{\"rejected\":[]}";
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
-                    reply.len()
-                );
                 socket.write_all(response.as_bytes()).await?;
                 return Ok(serde_json::from_slice(&body)?);
             }
@@ -184,8 +189,9 @@ async fn receive_push(listener: &TcpListener) -> anyhow::Result<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_pusher_reaches_the_gateway() -> anyhow::Result<()> {
     let gateway = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}/_matrix/push/v1/notify", gateway.local_addr()?);
-    let server = TestServer::start(ServerOptions::default()).await?;
+    let origin = format!("http://{}", gateway.local_addr()?);
+    let url = format!("{origin}/_matrix/push/v1/notify");
+    let server = TestServer::start(ServerOptions::default().push_gateway(&origin)).await?;
     server.create_users(&["alice", "bob"]).await?;
     let alice = server.api("alice", PASSWORD).await?;
     let bob = server.api("bob", PASSWORD).await?;
@@ -204,6 +210,24 @@ async fn http_pusher_reaches_the_gateway() -> anyhow::Result<()> {
         .post("/_matrix/client/v3/pushers/set", &json!({ "pushkey": "k", "kind": "http", "app_id": "a", "app_display_name": "A", "device_display_name": "D", "lang": "en", "data": { "url": "http://x/" } }))
         .await?;
     kairan_tests::assert_matrix_error(&bad, 400, "M_INVALID_PARAM")?;
+    // Only the operator's gateways, at the notify path exactly: not another address of
+    // the closed network, not the gateway's other paths, not a URL that ends the same.
+    for url in [
+        "http://127.0.0.1:5432/_matrix/push/v1/notify".to_owned(),
+        "http://169.254.169.254/_matrix/push/v1/notify".to_owned(),
+        format!("{origin}/admin?x=/_matrix/push/v1/notify"),
+        format!("{origin}/other/_matrix/push/v1/notify"),
+        format!("http://user@{}/_matrix/push/v1/notify", gateway.local_addr()?),
+    ] {
+        let refused = alice
+            .post(
+                "/_matrix/client/v3/pushers/set",
+                &json!({ "pushkey": "k2", "kind": "http", "app_id": "a", "app_display_name": "A",
+                         "device_display_name": "D", "lang": "en", "data": { "url": url } }),
+            )
+            .await?;
+        kairan_tests::assert_matrix_error(&refused, 400, "M_INVALID_PARAM").with_context(|| url.clone())?;
+    }
 
     let event_id = send(&bob, &room, "p1", json!({ "msgtype": "m.text", "body": "ping" })).await?;
     let push =
@@ -216,5 +240,38 @@ async fn http_pusher_reaches_the_gateway() -> anyhow::Result<()> {
         "devices: {push}"
     );
     ensure!(n["content"]["body"] == "ping", "content: {push}");
+    Ok(())
+}
+
+/// An allowed gateway that answers with a redirect does not send the server on to the
+/// address it names: a pusher cannot reach into the closed network through a gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_gateway_redirects_are_not_followed() -> anyhow::Result<()> {
+    let gateway = TcpListener::bind("127.0.0.1:0").await?;
+    let inner = TcpListener::bind("127.0.0.1:0").await?;
+    let origin = format!("http://{}", gateway.local_addr()?);
+    let server = TestServer::start(ServerOptions::default().push_gateway(&origin)).await?;
+    server.create_users(&["alice", "bob"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let bob = server.api("bob", PASSWORD).await?;
+    let room = alice.create_room(&json!({ "preset": "public_chat" })).await?;
+    bob.join(&room).await?.ok()?;
+    let pusher = json!({
+        "pushkey": "device-token-1", "kind": "http", "app_id": "jp.lg.pref.chat",
+        "app_display_name": "Chat", "device_display_name": "Phone", "lang": "ja",
+        "data": { "url": format!("{origin}/_matrix/push/v1/notify") },
+    });
+    alice.post("/_matrix/client/v3/pushers/set", &pusher).await?.ok().context("set pusher")?;
+    let redirect = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{}/_matrix/push/v1/notify\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        inner.local_addr()?
+    );
+    send(&bob, &room, "r1", json!({ "msgtype": "m.text", "body": "ping" })).await?;
+    tokio::time::timeout(Duration::from_secs(20), receive_push_answering(&gateway, &redirect))
+        .await
+        .context("no push arrived at the gateway")??;
+    // A followed redirect would connect at once; a few seconds of silence is the proof.
+    let followed = tokio::time::timeout(Duration::from_secs(3), inner.accept()).await;
+    ensure!(followed.is_err(), "the server followed the gateway's redirect to another address");
     Ok(())
 }

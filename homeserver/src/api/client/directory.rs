@@ -114,8 +114,10 @@ async fn directory(
     let total = chunk.len();
     let page: Vec<Value> = chunk.into_iter().skip(offset).take(limit).collect();
     let mut response = json!({ "chunk": page, "total_room_count_estimate": total });
-    if offset + limit < total {
-        response["next_batch"] = (offset + limit).to_string().into();
+    // `since` is the client's: a huge offset must not wrap (or, in debug, panic).
+    let next = offset.saturating_add(limit);
+    if next < total {
+        response["next_batch"] = next.to_string().into();
     }
     if offset > 0 {
         response["prev_batch"] = offset.saturating_sub(limit).to_string().into();

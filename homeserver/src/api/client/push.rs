@@ -135,9 +135,7 @@ async fn set_pusher(state: AppState, req: Ruma<set_pusher::v3::Request>) -> Resu
                 let url = json["data"]["url"]
                     .as_str()
                     .ok_or_else(|| Error::missing_param("data.url is required for http pushers"))?;
-                if !url.ends_with("/_matrix/push/v1/notify") {
-                    return Err(Error::invalid_param("data.url must end with /_matrix/push/v1/notify"));
-                }
+                crate::push::gateway_allowed(&state.config.push.gateways, url).map_err(Error::invalid_param)?;
             }
             let app_id = json["app_id"].as_str().unwrap_or_default();
             let pushkey = json["pushkey"].as_str().unwrap_or_default();

@@ -121,8 +121,10 @@ async fn hierarchy(state: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Re
     let total = rooms.len();
     let page: Vec<Value> = rooms.into_iter().skip(skip).take(limit).collect();
     let mut response = json!({ "rooms": page });
-    if skip + limit < total {
-        response["next_batch"] = (skip + limit).to_string().into();
+    // `from` is the client's: a huge offset must not wrap (or, in debug, panic).
+    let next = skip.saturating_add(limit);
+    if next < total {
+        response["next_batch"] = next.to_string().into();
     }
     Ok(Json(response))
 }

@@ -82,7 +82,12 @@ async fn whoami(_: AppState, req: Ruma<whoami::v3::Request>) -> Result<Json<Valu
 }
 
 /// GET /_matrix/client/v3/register/available
+///
+/// Refused while registration is closed (as Synapse does): no name is available then.
 async fn available(state: AppState, req: Ruma<get_username_availability::v3::Request>) -> Result<Json<Value>> {
+    if state.registration_mode() == RegistrationMode::Closed {
+        return Err(Error::forbidden("registration is closed; ask an administrator for an account"));
+    }
     validate_localpart(&req.body.username)?;
     let id = state.user_id_from(&req.body.username)?;
     if state.store.user(id.as_str()).await?.is_some() {
@@ -113,6 +118,9 @@ async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<J
     if state.store.user(user_id.as_str()).await?.is_some() {
         return Err(Error::user_in_use(format!("{user_id} is already taken")));
     }
+    // Everything else is checked before the token stage counts, so a request that
+    // fails later has not passed it.
+    let password = body.password.clone().ok_or_else(|| Error::missing_param("password is required"))?;
     let stages = [UiaStage::RegistrationToken];
     let session = match &body.auth {
         Some(AuthData::RegistrationToken(t)) => {
@@ -123,7 +131,7 @@ async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<J
                     Some(Error::unauthorized("invalid registration token")),
                 ));
             }
-            state.uia().complete(t.session.as_deref(), UiaStage::RegistrationToken)
+            state.uia().complete_registration_token(t.session.as_deref(), &t.token)
         }
         Some(other) => match other.session() {
             Some(s) if state.uia().completed(s).contains(&UiaStage::RegistrationToken) => s.to_owned(),
@@ -131,13 +139,23 @@ async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<J
         },
         None => return Err(state.uia().challenge(None, &stages, None)),
     };
-    let password = body.password.clone().ok_or_else(|| Error::missing_param("password is required"))?;
-    let user_id = state.create_account(&localpart, Some(password), false).await?;
-    if let Some(AuthData::RegistrationToken(t)) = &body.auth
-        && !state.config.registration.tokens.contains(&t.token)
-    {
-        state.store.use_registration_token(&t.token, now_ms()).await?;
+    // One use of the token per account, whichever request completes the registration:
+    // consumed before the account is made, so a token used up meanwhile makes none.
+    let token = state.uia().registration_token(&session);
+    let used = match &token {
+        Some(t) if state.config.registration.tokens.contains(t) => true,
+        Some(t) => state.store.use_registration_token(t, now_ms()).await?,
+        None => false,
+    };
+    if !used {
+        state.uia().finish(&session);
+        return Err(state.uia().challenge(
+            None,
+            &stages,
+            Some(Error::unauthorized("the registration token is used up or has expired")),
+        ));
     }
+    let user_id = state.create_account(&localpart, Some(password), false).await?;
     state.uia().finish(&session);
     if body.inhibit_login {
         return Ok(Json(json!({ "user_id": user_id })));
