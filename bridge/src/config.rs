@@ -10,8 +10,8 @@
 //! signing_key = "/var/lib/kairan-bridge/bridge.key"        # created on first start
 //! checkpoint_interval_secs = 300
 //! sweep_interval_secs = 30
-//! # Whose jp.kairan.room.policy events the bridge believes (servers); default: the
-//! # archive account's own server.
+//! # Whose jp.kairan.room.policy events the bridge believes: those of the policy account
+//! # (@_kairan_policy:SERVER) of these servers; default: the archive account's own server.
 //! policy_servers = ["pref.example"]
 //! # Prometheus metrics (`GET /metrics`) on this address; absent: no listener.
 //! metrics_listen = "127.0.0.1:9109"

@@ -18,12 +18,12 @@ use std::{
 use anyhow::{Context as _, bail};
 use ed25519_dalek::SigningKey;
 use matrix_sdk::{
-    Client,
+    Client, RoomState,
     authentication::matrix::MatrixSession,
     config::{RequestConfig, SyncSettings},
     deserialized_responses::TimelineEventKind,
     media::{MediaFormat, MediaRequestParameters},
-    ruma::{OwnedRoomId, events::room::MediaSource, serde::Raw},
+    ruma::{OwnedRoomId, RoomId, events::room::MediaSource, serde::Raw},
     store::RoomLoadSettings,
 };
 use serde::Deserialize;
@@ -42,6 +42,9 @@ use crate::{
 
 /// The state event carrying a room's policy.
 pub const POLICY_EVENT: &str = "jp.kairan.room.policy";
+/// The localpart of the account a kairan homeserver sends room policy events from
+/// (`@_kairan_policy:server`); kairan refuses that event type from every other sender.
+pub const POLICY_LOCALPART: &str = "_kairan_policy";
 /// A body longer than this is archived whole, with a note.
 const LARGE_BODY: usize = 16 * 1024;
 /// Events per `/messages` page.
@@ -192,6 +195,16 @@ impl Daemon {
             if !row.official {
                 continue;
             }
+            // Kicked or banned from an official room: the record has a gap until the account
+            // is back (the homeserver invites it back after a kick). An alert, every sweep.
+            if sweep
+                && let Some(room) = RoomId::parse(&row.room_id).ok().and_then(|id| self.client.get_room(&id))
+                && matches!(room.state(), RoomState::Left | RoomState::Banned)
+            {
+                self.metrics.failed(Failure::removed);
+                tracing::error!(room = %row.room_id, state = ?room.state(), "the archive account is not in an official room");
+                continue;
+            }
             if (sweep || active.iter().any(|r| r.as_str() == row.room_id))
                 && let Err(e) = self.catch_up(&row.room_id).await
             {
@@ -244,6 +257,13 @@ impl Daemon {
         Ok(())
     }
 
+    /// Whether a policy event from `sender` is the administrators' word: sent by the policy
+    /// account of a trusted server, not by any user of it (who could otherwise make their
+    /// own room "official").
+    fn is_policy_sender(&self, sender: &str) -> bool {
+        is_policy_sender(&self.policy_servers, sender)
+    }
+
     /// The room's policy from its current state, if set by a trusted sender.
     async fn current_policy(&self, room_id: &str) -> anyhow::Result<Option<(RoomPolicy, String)>> {
         let state: Value = self.get_json(&format!("/_matrix/client/v3/rooms/{}/state", enc(room_id))).await?;
@@ -252,9 +272,12 @@ impl Daemon {
             return Ok(None);
         };
         let sender = event["sender"].as_str().unwrap_or_default();
-        let server = sender.split_once(':').map(|(_, s)| s).unwrap_or_default();
-        if !self.policy_servers.iter().any(|s| s == server) {
-            tracing::warn!(room = room_id, sender, "policy event from a server not in policy_servers; ignored");
+        if !self.is_policy_sender(sender) {
+            tracing::warn!(
+                room = room_id,
+                sender,
+                "policy event not from the policy account of a server in policy_servers; ignored"
+            );
             return Ok(None);
         }
         let content = event.get("content").cloned().unwrap_or(Value::Null);
@@ -368,7 +391,11 @@ impl Daemon {
             Some(id) => format!("event:{id}"),
             None => format!("raw:{}:{}", room_id, sha256_hex(&bytes)),
         };
-        let retention = Retention::for_record(policy, origin_ts.unwrap_or_else(now_ms));
+        // Retention counts from when the record reached the archive, not from the
+        // `origin_server_ts` the sending server chose: a server that dates its events in the
+        // past must not make them expire early. (A genuine event is always sent before it
+        // is archived, so this only ever keeps a record longer.)
+        let retention = Retention::for_record(policy, now_ms());
         let note = (!notes.is_empty()).then(|| notes.join("; "));
         if let Some(n) = &note {
             tracing::warn!(room = room_id, event = ?event_id, note = %n, "archived an odd event with a note");
@@ -400,8 +427,7 @@ impl Daemon {
         }
         if event_type.as_deref() == Some(POLICY_EVENT) && value["state_key"] == "" {
             let content = value.get("content").cloned().unwrap_or(Value::Null);
-            let server = value["sender"].as_str().and_then(|s| s.split_once(':')).map(|(_, s)| s).unwrap_or_default();
-            if self.policy_servers.iter().any(|s| s == server) {
+            if self.is_policy_sender(value["sender"].as_str().unwrap_or_default()) {
                 return Ok(Some((RoomPolicy::from_content(&content), content.to_string())));
             }
         }
@@ -792,5 +818,27 @@ mod tests {
         assert_eq!(v["event_id"], "$a");
         assert_eq!(v["type"], "m.room.message");
         assert!(v.get("content").is_none());
+    }
+}
+
+/// Whether `sender` is the policy account of one of `policy_servers`.
+fn is_policy_sender(policy_servers: &[String], sender: &str) -> bool {
+    sender
+        .strip_prefix('@')
+        .and_then(|s| s.split_once(':'))
+        .is_some_and(|(local, server)| local == POLICY_LOCALPART && policy_servers.iter().any(|s| s == server))
+}
+
+#[cfg(test)]
+mod policy_sender_tests {
+    #[test]
+    fn only_the_policy_account_of_a_trusted_server_counts() {
+        let trusted = vec!["pref.example".to_owned()];
+        assert!(super::is_policy_sender(&trusted, "@_kairan_policy:pref.example"));
+        // Any other user of the trusted server (who could make their own room "official").
+        assert!(!super::is_policy_sender(&trusted, "@alice:pref.example"));
+        assert!(!super::is_policy_sender(&trusted, "@_kairan_policy:city.example"));
+        assert!(!super::is_policy_sender(&trusted, "_kairan_policy:pref.example"));
+        assert!(!super::is_policy_sender(&trusted, "@_kairan_policy:pref.example.evil"));
     }
 }

@@ -63,6 +63,9 @@ pub enum Failure {
     gave_up,
     /// Signing a tree head.
     checkpoint,
+    /// The archive account found kicked or banned from an official room (counted at
+    /// every sweep until it is back).
+    removed,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

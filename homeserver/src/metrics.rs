@@ -142,6 +142,7 @@ pub struct Metrics {
     sync_wakes: Family<WakeLabels, Counter>,
     federation_failures: Family<DestinationLabels, Counter>,
     federation_queue: Family<DestinationLabels, Gauge>,
+    archive_removed: Counter,
     db_up: Gauge,
     db_pool_size: Gauge,
     db_pool_idle: Gauge,
@@ -201,6 +202,13 @@ impl Metrics {
             "PDUs and EDUs waiting in the durable federation queue, by destination (read at scrape time)",
             federation_queue.clone(),
         );
+        let archive_removed = Counter::default();
+        registry.register(
+            "archive_account_removed",
+            "Times the records bridge's account was kicked or banned from an official room (each one is also \
+             logged as an error; a kick is answered by inviting it back)",
+            archive_removed.clone(),
+        );
         let db_up = Gauge::default();
         registry.register("database_up", "1 when the database answered the scrape's queries, else 0", db_up.clone());
         let db_pool_size = Gauge::default();
@@ -224,6 +232,7 @@ impl Metrics {
             sync_wakes,
             federation_failures,
             federation_queue,
+            archive_removed,
             db_up,
             db_pool_size,
             db_pool_idle,
@@ -235,6 +244,11 @@ impl Metrics {
     /// Counts a persisted room event; `local` when this server made it.
     pub fn event_persisted(&self, local: bool) {
         self.events_persisted.get_or_create(&OriginLabels { origin: if local { "local" } else { "remote" } }).inc();
+    }
+
+    /// Counts a removal of the archive account from an official room.
+    pub fn archive_account_removed(&self) {
+        self.archive_removed.inc();
     }
 
     /// Counts a waiting sync woken by a change; `read` when it went to the database.

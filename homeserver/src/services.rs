@@ -35,6 +35,8 @@ pub struct Services {
     pub senders: crate::federation::queue::Senders,
     /// Transactions from other servers being processed now.
     pub inbound_txns: crate::federation::queue::InboundTransactions,
+    /// This value itself, for work that outlives the call that starts it.
+    me: std::sync::OnceLock<std::sync::Weak<Services>>,
 }
 
 /// The axum application state.
@@ -64,11 +66,19 @@ impl Services {
             federation: crate::federation::Federation::new(&config_for_federation)?,
             senders: Default::default(),
             inbound_txns: Default::default(),
+            me: Default::default(),
         });
+        services.me.set(Arc::downgrade(&services)).ok();
         services.load_admin_policy().await?;
+        services.ensure_policy_account().await?;
         services.senders.init(Arc::downgrade(&services));
         services.resume_federation_queue().await?;
         Ok(services)
+    }
+
+    /// A shared handle to these services, for a task spawned from a method.
+    pub fn handle(&self) -> Option<AppState> {
+        self.me.get().and_then(std::sync::Weak::upgrade)
     }
 
     pub fn server_name(&self) -> &ruma::ServerName {

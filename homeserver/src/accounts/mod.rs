@@ -109,6 +109,14 @@ fn new_token() -> String {
 
 /// Checks a localpart against the spec's grammar for new user IDs.
 pub fn validate_localpart(localpart: &str) -> Result<()> {
+    // The server's own accounts (the room policy's sender) live under this prefix; no one
+    // may take a name there and pose as them.
+    if localpart.starts_with(crate::admin::RESERVED_LOCALPART_PREFIX) {
+        return Err(Error::invalid_username(format!(
+            "{localpart:?} is reserved for the server's own accounts (names beginning {:?})",
+            crate::admin::RESERVED_LOCALPART_PREFIX
+        )));
+    }
     let ok = !localpart.is_empty()
         && localpart.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'=' | b'-' | b'/' | b'+'));
     if ok {

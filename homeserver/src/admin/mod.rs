@@ -36,6 +36,14 @@ pub const POLICY_REGISTRATION: &str = "registration_mode";
 /// The state type of the room policy event.
 pub const ROOM_POLICY_EVENT: &str = "jp.kairan.room.policy";
 
+/// Localparts of the server's own accounts begin with this; users cannot register them.
+pub const RESERVED_LOCALPART_PREFIX: &str = "_kairan";
+
+/// The account that sends every room policy event (`@_kairan_policy:server`): the
+/// administrators' word in a room is this account's, which no client can log in as, and
+/// the records bridge believes policy events from it alone.
+pub const POLICY_LOCALPART: &str = "_kairan_policy";
+
 /// The in-memory side of administration, held by [`Services`].
 #[derive(Debug, Default)]
 pub struct AdminState {
@@ -163,6 +171,34 @@ impl Services {
 
     /// The room policy's rules for a new event: in a room whose policy forbids
     /// encryption, `m.room.encryption` is refused. Cheap for every other event type.
+    /// The server's policy account.
+    pub fn policy_account(&self) -> OwnedUserId {
+        // The server name was validated at load and the localpart is a constant.
+        OwnedUserId::try_from(format!("@{POLICY_LOCALPART}:{}", self.server_name())).expect("valid policy account id")
+    }
+
+    /// Creates the policy account on first start: no password (no one logs in as it),
+    /// not an administrator of the server; it acts only through the admin API.
+    pub async fn ensure_policy_account(&self) -> Result<()> {
+        let id = self.policy_account();
+        if self.store.user(id.as_str()).await?.is_none() {
+            self.store.create_user(id.as_str(), None, false, POLICY_LOCALPART, now_ms()).await?;
+            tracing::info!(user_id = %id, "created the account that sends room policy events");
+        }
+        Ok(())
+    }
+
+    /// Refuses a room policy event from anyone but the policy account: the event is the
+    /// administrators' word, given through the admin API only.
+    pub fn check_policy_sender(&self, event_type: &str, sender: &ruma::UserId) -> Result<()> {
+        if event_type == ROOM_POLICY_EVENT && sender != self.policy_account() {
+            return Err(Error::forbidden(format!(
+                "{ROOM_POLICY_EVENT} is set by the server's administrators (kairan-admin policy room set), not by clients"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn check_event_policy(&self, room_id: &RoomId, event_type: &str) -> Result<()> {
         if event_type != "m.room.encryption" {
             return Ok(());

@@ -5,13 +5,15 @@
 //! state event `jp.kairan.room.policy` (state key ""), with the server ACL as
 //! `m.room.server_acl` and required encryption as `m.room.encryption`.
 //!
-//! Who sends those events: events in a room need a member with the power for them, so
-//! the server picks, in this order, (1) the calling administrator, if joined with enough
-//! power; (2) another server administrator of this server who is, likewise; (3) else the
-//! calling administrator is brought in by the room's most powerful local member (the
-//! "steward"): invited if the room is not public, joined, and raised to power level 100
-//! (or the steward's own level, if lower but enough); (4) else the change is refused
-//! with `M_FORBIDDEN`, nothing having been sent.
+//! Who sends those events: always the server's policy account (`@_kairan_policy:server`,
+//! [`Services::policy_account`]), never the administrator's own account, so that the
+//! policy in a room is recognisably the administrators' word and no client can send it
+//! (the room layer refuses `jp.kairan.room.policy` from any other sender). Events in a
+//! room need a member with the power for them: if the policy account is not one yet, the
+//! room's most powerful local member (the "steward") brings it in: invited if the room is
+//! not public, joined, and raised to power level 100 (or the steward's own level, if lower
+//! but enough); without such a member the change is refused with `M_FORBIDDEN`, nothing
+//! having been sent. The calling administrator is named in the audit log.
 
 use std::collections::BTreeSet;
 
@@ -448,7 +450,7 @@ impl Services {
             if invite_archive.is_some() {
                 needed = needed.max(power.invite());
             }
-            let sender = self.policy_sender(caller, room_id, needed).await?;
+            let sender = self.policy_sender(room_id, needed).await?;
             for template in events {
                 let kind = template.kind.clone();
                 let pdu = self.append_event(room_id, &sender, template, None).await?;
@@ -504,9 +506,10 @@ impl Services {
         })
     }
 
-    /// The local account that sends policy events needing power `needed` (see the module
-    /// documentation for the rule).
-    async fn policy_sender(&self, caller: &UserId, room_id: &RoomId, needed: i64) -> Result<OwnedUserId> {
+    /// The policy account, a member of the room with power `needed` (see the module
+    /// documentation for how it is brought in).
+    async fn policy_sender(&self, room_id: &RoomId, needed: i64) -> Result<OwnedUserId> {
+        let account = self.policy_account();
         let power = self.room_power(room_id).await?;
         let members = self.store.members(room_id.as_str()).await?;
         let joined_local: Vec<OwnedUserId> = members
@@ -515,59 +518,101 @@ impl Services {
             .filter_map(|(u, _, _)| OwnedUserId::try_from(u.as_str()).ok())
             .filter(|u| self.is_local(u))
             .collect();
-        let caller_joined = joined_local.iter().any(|u| u == caller);
-        if caller_joined && power.user(caller.as_str()) >= needed {
-            return Ok(caller.to_owned());
+        let joined = joined_local.contains(&account);
+        let level = power.user(account.as_str());
+        if joined && level >= needed {
+            return Ok(account);
         }
-        for u in &joined_local {
-            if power.user(u.as_str()) >= needed && self.store.user(u.as_str()).await?.is_some_and(|r| r.is_admin) {
-                return Ok(u.clone());
-            }
-        }
-        // Bring the caller in through the steward.
-        let caller_level = power.user(caller.as_str());
         let pl_needed = power.state("m.room.power_levels");
         let steward = joined_local
             .iter()
-            .filter(|u| *u != caller)
+            .filter(|u| **u != account)
             .max_by_key(|u| power.user(u.as_str()))
             .filter(|u| {
                 let l = power.user(u.as_str());
-                l >= pl_needed && l > caller_level && l >= needed
+                l >= pl_needed && l > level && l >= needed
             })
             .cloned()
             .ok_or_else(|| {
                 Error::forbidden(format!(
-                    "no local member of {room_id} has the power to publish the policy (level {needed} needed) \
-                     or to give it to you; ask a room administrator to raise your power level"
+                    "no local member of {room_id} has the power (level {needed}) to bring in {account}, which \
+                     publishes the policy; ask a room administrator to raise a local member's power level"
                 ))
             })?;
         let steward_level = power.user(steward.as_str());
         let new_level = steward_level.min(100.max(needed));
-        if !caller_joined {
+        if !joined {
             let public =
                 self.state_content(room_id, "m.room.join_rules", "").await?.is_some_and(|c| c["join_rule"] == "public");
-            let invited = self.store.membership(room_id.as_str(), caller.as_str()).await?.as_deref() == Some("invite");
+            let invited = self.store.membership(room_id.as_str(), account.as_str()).await?.as_deref() == Some("invite");
             if !public && !invited {
                 if steward_level < power.invite() {
-                    return Err(Error::forbidden(format!("no local member of {room_id} can invite you")));
+                    return Err(Error::forbidden(format!("no local member of {room_id} can invite {account}")));
                 }
-                self.change_membership(room_id, &steward, caller, MembershipAction::Invite, None, false).await?;
+                self.change_membership(room_id, &steward, &account, MembershipAction::Invite, None, false).await?;
             }
-            self.join_room(room_id, caller, Some("joined by the server to apply the room policy".into())).await?;
+            self.join_room(room_id, &account, Some("joined by the server to apply the room policy".into())).await?;
         }
-        let mut content = match power.has_event {
-            true => power.content.clone(),
-            false if power.privileged_creators.is_empty() => json!({ "users": { steward.as_str(): 100 } }),
-            false => json!({ "users": {} }),
-        };
-        if !content["users"].is_object() {
-            content["users"] = json!({});
+        if level < needed {
+            let mut content = match power.has_event {
+                true => power.content.clone(),
+                false if power.privileged_creators.is_empty() => json!({ "users": { steward.as_str(): 100 } }),
+                false => json!({ "users": {} }),
+            };
+            if !content["users"].is_object() {
+                content["users"] = json!({});
+            }
+            content["users"][account.as_str()] = new_level.into();
+            self.append_event(room_id, &steward, EventTemplate::state("m.room.power_levels", "", content), None)
+                .await?;
+            tracing::info!(%room_id, %steward, new_level, "policy account given power to apply the room policy");
         }
-        content["users"][caller.as_str()] = new_level.into();
-        self.append_event(room_id, &steward, EventTemplate::state("m.room.power_levels", "", content), None).await?;
-        tracing::info!(%room_id, %caller, %steward, new_level, "administrator given power to apply the room policy");
-        Ok(caller.to_owned())
+        Ok(account)
+    }
+
+    /// Watches the archive account's membership: removed from an official room by someone
+    /// else, it is logged as an error and counted, and after a kick (not a ban, which is a
+    /// decision to be undone by a person) the policy account invites it back. Runs after
+    /// the event is stored, outside the room's lock.
+    pub(crate) fn guard_archive_membership(&self, pdu: &crate::rooms::Pdu) {
+        let archive = self.config.admin.archive_user.as_str();
+        if archive.is_empty() || pdu.state_key.as_deref() != Some(archive) || pdu.sender == archive {
+            return;
+        }
+        if pdu.kind != ruma::events::TimelineEventType::RoomMember {
+            return;
+        }
+        let membership = pdu.content_value()["membership"].as_str().unwrap_or_default().to_owned();
+        if !matches!(membership.as_str(), "leave" | "ban") {
+            return;
+        }
+        let Some(services) = self.handle() else { return };
+        let (room_id, by) = (pdu.room_id.clone(), pdu.sender.clone());
+        tokio::spawn(async move {
+            if let Err(e) = services.archive_removed(&room_id, &by, &membership).await {
+                tracing::error!(%room_id, error = %e, "could not invite the archive account back");
+            }
+        });
+    }
+
+    async fn archive_removed(&self, room_id: &RoomId, by: &UserId, membership: &str) -> Result<()> {
+        if !self.store.room_policy(room_id.as_str()).await?.is_some_and(|p| p.official) {
+            return Ok(());
+        }
+        let archive = OwnedUserId::try_from(self.config.admin.archive_user.as_str())
+            .map_err(|e| Error::internal("admin.archive_user", e))?;
+        crate::metrics::metrics().archive_account_removed();
+        tracing::error!(
+            %room_id, %by, membership, archive = %archive,
+            "the archive account was removed from an official room: its record has a gap until it is back"
+        );
+        if membership == "leave" {
+            let needed = self.room_power(room_id).await?.invite();
+            let sender = self.policy_sender(room_id, needed).await?;
+            self.change_membership(room_id, &sender, &archive, MembershipAction::Invite, None, false).await?;
+            tracing::warn!(%room_id, "the archive account was invited back into the official room");
+        }
+        Ok(())
     }
 
     /// Shuts a room down: every local member leaves (evacuate) and joins are refused

@@ -146,6 +146,7 @@ impl Services {
         template: EventTemplate,
         parents: &Parents,
     ) -> Result<Arc<Pdu>> {
+        self.check_policy_sender(&template.kind, sender)?;
         let redacts = super::redaction::redaction_target(&template)?;
         let kind = TimelineEventType::from(template.kind.as_str());
         let content_raw =
@@ -413,6 +414,7 @@ impl Services {
             _ => audience,
         };
         self.notifier.advance(pos, audience);
+        self.guard_archive_membership(&pdu);
         self.senders.wake(&destinations);
         crate::push::deliver(
             self.store.clone(),

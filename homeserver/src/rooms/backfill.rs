@@ -37,8 +37,7 @@ impl Services {
         // Backfilled redactions are judged by the power levels this server knows for the
         // history (those at its join): the state before each old event is not held.
         let backfill_state = self.state_at_group(group).await?;
-        let lock = self.rooms.lock(room_id);
-        let _guard = lock.lock().await;
+        let budget = super::FetchBudget::for_transaction();
         for server in self.room_servers(room_id.as_str()).await? {
             let request =
                 get_backfill::v1::Request::new(room_id.to_owned(), missing.clone(), UInt::from(BACKFILL_BATCH));
@@ -50,7 +49,8 @@ impl Services {
                 }
             };
             let mut events = Vec::new();
-            for raw in &response.pdus {
+            // No more than asked for is read, whatever the answer holds.
+            for raw in response.pdus.iter().take(BACKFILL_BATCH as usize) {
                 let Ok(obj) = serde_json::from_str::<CanonicalJsonObject>(raw.get()) else { continue };
                 match self.verify_pdu_object(obj, room_id, &rules).await {
                     Ok(p) if p.room_id == room_id => events.push(p),
@@ -60,6 +60,13 @@ impl Services {
             }
             // Newest first: positions count down, so the oldest ends lowest.
             events.sort_by_key(|p| (Reverse(p.depth), Reverse(p.event_id.clone())));
+            // What the events need is fetched before the room is locked.
+            for pdu in &events {
+                budget.next_pdu();
+                self.fetch_auth_events(&server, &rules, pdu, &budget).await?;
+            }
+            let lock = self.rooms.lock(room_id);
+            let _guard = lock.lock().await;
             let mut added = 0;
             for pdu in events {
                 if self.store.in_timeline(pdu.event_id.as_str()).await?
@@ -67,7 +74,7 @@ impl Services {
                 {
                     continue;
                 }
-                if let Some((reason, _)) = self.check_auth_events(Some(&server), &rules, &pdu).await? {
+                if let Some((reason, _)) = self.check_auth_events(&rules, &pdu).await? {
                     tracing::info!(event_id = %pdu.event_id, %reason, "refusing a backfilled event");
                     continue;
                 }

@@ -49,6 +49,10 @@ impl Services {
             }
             None => None,
         };
+        // Refused before anything is made, so a refused request leaves no half-built room.
+        for template in &req.initial_state {
+            self.check_policy_sender(&template.kind, creator)?;
+        }
         for user in &req.invite {
             if self.is_local(user) && self.store.user(user.as_str()).await?.is_none() {
                 return Err(Error::not_found(format!("cannot invite unknown user {user}")));

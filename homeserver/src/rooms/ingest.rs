@@ -8,7 +8,14 @@
 //! against the state before the event (rejected otherwise); and against the current
 //! state (soft-failed otherwise: kept, but not in the timeline).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::{Duration, Instant},
+};
 
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, ServerName, UInt,
@@ -45,9 +52,74 @@ const FETCH_DEPTH: u32 = 5;
 /// How many missing events one gap may bring before the state at the gap is fetched instead.
 const MISSING_EVENTS_LIMIT: u32 = 50;
 
+/// Requests to the origin one received PDU may cause (its auth events and theirs, a gap,
+/// the state at the gap), and one transaction in all; each answer is itself limited in
+/// size and time by the federation client.
+const FETCHES_PER_PDU: u32 = 50;
+const FETCHES_PER_TRANSACTION: u32 = 200;
+/// Time one transaction may spend fetching; what is not had by then is refused for now
+/// (the sender retries, or a later event brings it).
+const FETCH_TIME_PER_TRANSACTION: Duration = Duration::from_secs(20);
+/// Most `/state` requests one PDU's gaps may cause.
+const STATE_FETCHES_PER_PDU: usize = 3;
+
+/// What another server may make this one fetch on its behalf: requests per PDU and per
+/// transaction, and a deadline. Shared by everything one transaction (or one join, one
+/// backfill) causes, so a crafted event cannot make the work grow without bound.
+#[derive(Debug)]
+pub struct FetchBudget {
+    transaction_left: AtomicU32,
+    pdu_left: AtomicU32,
+    deadline: Instant,
+}
+
+impl FetchBudget {
+    /// The budget of one inbound transaction (or another request from a server).
+    pub fn for_transaction() -> Self {
+        Self {
+            transaction_left: AtomicU32::new(FETCHES_PER_TRANSACTION),
+            pdu_left: AtomicU32::new(FETCHES_PER_PDU),
+            deadline: Instant::now() + FETCH_TIME_PER_TRANSACTION,
+        }
+    }
+
+    /// Starts the share of the next PDU.
+    pub fn next_pdu(&self) {
+        self.pdu_left.store(FETCHES_PER_PDU, Ordering::Relaxed);
+    }
+
+    /// Takes one request from the budget; false when it is spent or out of time.
+    fn take(&self) -> bool {
+        if Instant::now() >= self.deadline {
+            return false;
+        }
+        let take = |n: &AtomicU32| n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok();
+        take(&self.pdu_left) && take(&self.transaction_left)
+    }
+
+    fn time_left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+}
+
+/// What was fetched for a PDU before the room was locked: the events of a gap before it
+/// (verified, oldest first) and the state after prev events that no one here holds.
+#[derive(Default)]
+pub(crate) struct Prepared {
+    gap: Vec<Arc<Pdu>>,
+    states: HashMap<OwnedEventId, StateMap>,
+}
+
 impl Services {
-    /// Checks and stores one PDU of a transaction from `origin`.
-    pub async fn ingest_pdu(&self, origin: &ServerName, raw: &RawValue) -> Result<(OwnedEventId, Ingested)> {
+    /// Checks and stores one PDU of a transaction from `origin`; what it makes this server
+    /// fetch comes out of `budget`.
+    pub async fn ingest_pdu(
+        &self,
+        origin: &ServerName,
+        raw: &RawValue,
+        budget: &FetchBudget,
+    ) -> Result<(OwnedEventId, Ingested)> {
+        budget.next_pdu();
         let (rules, pdu) = match self.verified_pdu(raw, None).await {
             Ok(checked) => checked,
             // A PDU that fails its checks is answered by ID where it has one, so the sender
@@ -77,9 +149,97 @@ impl Services {
         if let Err(e) = self.check_server_acl(&pdu.room_id, origin).await {
             return Ok((event_id, self.reject(&pdu, e.message).await?));
         }
+        Ok((event_id, self.ingest_prepared(origin, &rules, pdu, Vec::new(), budget).await?))
+    }
+
+    /// Fetches what a checked PDU needs (without the room's lock: local sends to the room
+    /// go on while another server is slow or hostile), then stores it with the room locked.
+    pub(crate) async fn ingest_prepared(
+        &self,
+        origin: &ServerName,
+        rules: &RoomVersionRules,
+        pdu: Arc<Pdu>,
+        fan_out: Vec<String>,
+        budget: &FetchBudget,
+    ) -> Result<Ingested> {
+        let event_id = pdu.event_id.as_str();
+        if self.store.in_timeline(event_id).await? || self.store.is_rejected(event_id).await? {
+            return Ok(Ingested::AlreadyKnown);
+        }
+        let prepared = match tokio::time::timeout(budget.time_left(), self.prepare(origin, rules, &pdu, budget)).await {
+            Ok(prepared) => prepared?,
+            Err(_) => {
+                tracing::info!(%origin, %event_id, "fetching for a received event ran out of time");
+                Prepared::default()
+            }
+        };
         let lock = self.rooms.lock(&pdu.room_id);
         let _guard = lock.lock().await;
-        Ok((event_id, self.ingest_locked(origin, &rules, pdu, Vec::new(), 0).await?))
+        self.ingest_locked(rules, pdu, fan_out, &prepared, 0).await
+    }
+
+    /// The network part of receiving `pdu`: its auth events, the events of a gap before it
+    /// (with theirs), and the state after prev events that remain unknown.
+    async fn prepare(
+        &self,
+        origin: &ServerName,
+        rules: &RoomVersionRules,
+        pdu: &Arc<Pdu>,
+        budget: &FetchBudget,
+    ) -> Result<Prepared> {
+        let mut prepared = Prepared::default();
+        self.fetch_auth_events(origin, rules, pdu, budget).await?;
+        let mut missing = false;
+        for prev in &pdu.prev_events {
+            missing |= !self.store.in_timeline(prev.as_str()).await?;
+        }
+        if !missing {
+            return Ok(prepared);
+        }
+        prepared.gap = self.fetch_missing_events(origin, rules, pdu, budget).await?;
+        for event in &prepared.gap {
+            self.fetch_auth_events(origin, rules, event, budget).await?;
+        }
+        // Prev events neither held nor brought by the gap: the state after them, from /state.
+        // A gap event refused here before (rejected, soft-failed) will not join the
+        // timeline either, so its state is fetched too.
+        let mut known: HashSet<&EventId> = HashSet::new();
+        for p in &prepared.gap {
+            if !self.store.is_rejected(p.event_id.as_str()).await? {
+                known.insert(&p.event_id);
+            }
+        }
+        let mut unknown = Vec::new();
+        for event in prepared.gap.iter().chain(std::iter::once(pdu)) {
+            for prev in &event.prev_events {
+                if !known.contains(&**prev) && !unknown.contains(prev) && !self.store.in_timeline(prev.as_str()).await? {
+                    unknown.push(prev.clone());
+                }
+            }
+        }
+        for prev in unknown.into_iter().take(STATE_FETCHES_PER_PDU) {
+            match self.state_after_remote(origin, rules, &pdu.room_id, &prev, budget).await {
+                Ok(state) => {
+                    prepared.states.insert(prev, state);
+                }
+                Err(e) => tracing::info!(%origin, %prev, error = %e.message, "cannot fetch the state at a gap"),
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Fetches the auth events of `pdu` that are not held (keeping them as outliers).
+    pub(crate) async fn fetch_auth_events(
+        &self,
+        origin: &ServerName,
+        rules: &RoomVersionRules,
+        pdu: &Pdu,
+        budget: &FetchBudget,
+    ) -> Result<()> {
+        for id in auth_event_ids(rules, pdu)? {
+            self.pdu_or_fetch(origin, &pdu.room_id, &id, rules, budget).await?;
+        }
+        Ok(())
     }
 
     /// The event ID of a PDU of a known room, if it is well-formed enough to have one.
@@ -141,14 +301,15 @@ impl Services {
         Ok(Arc::new(Pdu::from_json(event_id, room_id, obj).map_err(Error::bad_json)?))
     }
 
-    /// The checks after the signatures, with the room locked. `fan_out` names servers to
-    /// send the accepted event on to (a join this server was asked to complete).
+    /// The checks after the signatures, with the room locked: only what is held (or was
+    /// `prepared`) is used, nothing is fetched. `fan_out` names servers to send the
+    /// accepted event on to (a join this server was asked to complete).
     pub(crate) async fn ingest_locked(
         &self,
-        origin: &ServerName,
         rules: &RoomVersionRules,
         pdu: Arc<Pdu>,
         fan_out: Vec<String>,
+        prepared: &Prepared,
         recursion: u32,
     ) -> Result<Ingested> {
         let event_id = pdu.event_id.to_string();
@@ -156,36 +317,36 @@ impl Services {
         if self.store.in_timeline(&event_id).await? || self.store.is_rejected(&event_id).await? {
             return Ok(Ingested::AlreadyKnown);
         }
-        match self.check_auth_events(Some(origin), rules, &pdu).await? {
+        match self.check_auth_events(rules, &pdu).await? {
             Some((reason, true)) => return self.reject(&pdu, reason).await,
-            // Its auth events could not be fetched now: refused, but not for good.
+            // Its auth events could not be had now: refused, but not for good.
             Some((reason, false)) => return Ok(Ingested::Rejected(reason)),
             None => {}
         }
-
-        // The state before it, from its prev events (fetching what is missing).
-        let mut missing: Vec<OwnedEventId> = Vec::new();
-        for prev in &pdu.prev_events {
-            if !self.store.in_timeline(prev.as_str()).await? {
-                missing.push(prev.clone());
-            }
-        }
-        if !missing.is_empty() && recursion == 0 {
-            self.fetch_missing_events(origin, rules, &pdu, recursion).await?;
-            let mut still = Vec::new();
-            for prev in &missing {
-                if !self.store.in_timeline(prev.as_str()).await? {
-                    still.push(prev.clone());
+        // The events of a gap before it first, oldest first; they do not fill gaps of their own.
+        if recursion == 0 {
+            for p in &prepared.gap {
+                if p.event_id == pdu.event_id {
+                    continue;
+                }
+                match Box::pin(self.ingest_locked(rules, p.clone(), Vec::new(), prepared, recursion + 1)).await {
+                    Ok(outcome) => tracing::debug!(?outcome, "filled a gap"),
+                    Err(e) => tracing::info!(error = %e.message, "an event of a gap could not be stored"),
                 }
             }
-            missing = still;
         }
+
+        // The state before it, from its prev events' states.
+        let mut missing: Vec<OwnedEventId> = Vec::new();
         let mut states = Vec::new();
         for prev in &pdu.prev_events {
-            if missing.contains(prev) {
-                states.push(Arc::new(self.state_after_remote(origin, rules, &pdu.room_id, prev).await?));
-            } else if let Some(row) = self.store.event(prev.as_str()).await? {
+            if let Some(state) = prepared.states.get(prev) {
+                missing.push(prev.clone());
+                states.push(Arc::new(state.clone()));
+            } else if let Some(row) = self.store.event(prev.as_str()).await?.filter(|r| r.stream_ordering != 0) {
                 states.push(self.state_at_group(row.state_group).await?);
+            } else {
+                return Ok(Ingested::Rejected(format!("prev event {prev} and the state at it are unavailable")));
             }
         }
         let state_before = self.resolve_states(rules, &states).await?;
@@ -236,33 +397,19 @@ impl Services {
         Ok(Ingested::Accepted(pdu))
     }
 
-    /// Authorisation of an event by its own auth events: fetched from `origin` when not
-    /// held, or, without an origin, only those held (as a chain is stored oldest first).
-    /// `Some((reason, permanent))` when it fails; an auth event that cannot be had now is
-    /// not a permanent failure.
+    /// Authorisation of an event by its own auth events, as held here (fetched beforehand,
+    /// or stored oldest first as a chain is). `Some((reason, permanent))` when it fails; an
+    /// auth event that is not held is not a permanent failure.
     pub(crate) async fn check_auth_events(
         &self,
-        origin: Option<&ServerName>,
         rules: &RoomVersionRules,
         pdu: &Arc<Pdu>,
     ) -> Result<Option<(String, bool)>> {
-        let mut ids: Vec<OwnedEventId> = pdu.auth_events.clone();
-        // v12 events name their create event through the room ID, not auth_events.
-        if rules.authorization.room_create_event_id_as_room_id {
-            let create = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
-                .map_err(|e| Error::bad_json(format!("room ID: {e}")))?;
-            if create != pdu.event_id {
-                ids.push(create);
-            }
-        }
         let mut auth_state = StateMap::new();
-        for id in &ids {
-            let held = match origin {
-                // Boxed: fetching keeps the event as an outlier, which checks its auth events.
-                Some(origin) => Box::pin(self.pdu_or_fetch(origin, &pdu.room_id, id, rules)).await?,
-                None => self.pdu(id.as_str()).await?,
+        for id in auth_event_ids(rules, pdu)? {
+            let Some(p) = self.pdu(id.as_str()).await? else {
+                return Ok(Some((format!("auth event {id} unavailable"), false)));
             };
-            let Some(p) = held else { return Ok(Some((format!("auth event {id} unavailable"), false))) };
             if let Some(k) = &p.state_key {
                 auth_state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
             }
@@ -324,39 +471,86 @@ impl Services {
         room_id: &RoomId,
         event_id: &EventId,
         rules: &RoomVersionRules,
+        budget: &FetchBudget,
     ) -> Result<Option<Arc<Pdu>>> {
-        self.fetch_with_budget(origin, room_id, event_id, rules, FETCH_DEPTH).await
+        self.fetch_to_depth(origin, room_id, event_id, rules, budget, FETCH_DEPTH).await
     }
 
-    async fn fetch_with_budget(
+    async fn fetch_to_depth(
         &self,
         origin: &ServerName,
         room_id: &RoomId,
         event_id: &EventId,
         rules: &RoomVersionRules,
-        budget: u32,
+        budget: &FetchBudget,
+        depth: u32,
     ) -> Result<Option<Arc<Pdu>>> {
         if let Some(p) = self.pdu(event_id.as_str()).await? {
             return Ok(Some(p));
+        }
+        // An event that could not be had a moment ago is not asked for again at once.
+        if self.rooms.fetch_failed_recently(event_id) || self.store.is_rejected(event_id.as_str()).await? {
+            return Ok(None);
+        }
+        if !budget.take() {
+            tracing::info!(%origin, %event_id, "not fetching: the budget for this request is spent");
+            return Ok(None);
         }
         let response =
             match self.send_federation_request(origin, get_event::v1::Request::new(event_id.to_owned())).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::info!(%origin, %event_id, error = %e.message, "cannot fetch an event");
+                    self.rooms.fetch_failed(event_id);
                     return Ok(None);
                 }
             };
+        // Checked before anything it names is followed: it must be the event asked for, of
+        // this room, well-formed and signed.
+        let pdu = match self.verified_fetched(&response.pdu, room_id, rules, Some(event_id)).await {
+            Some(p) => p,
+            None => {
+                self.rooms.fetch_failed(event_id);
+                return Ok(None);
+            }
+        };
         // Its own auth events first (a short chain at most), so it can be checked.
-        if budget > 0
-            && let Ok(obj) = serde_json::from_str::<CanonicalJsonObject>(response.pdu.get())
-            && let Some(auth) = obj.get("auth_events").and_then(|a| a.as_array())
-        {
-            for id in auth.iter().filter_map(|v| v.as_str()).filter_map(|v| OwnedEventId::try_from(v).ok()) {
-                Box::pin(self.fetch_with_budget(origin, room_id, &id, rules, budget - 1)).await?;
+        if depth > 0 {
+            for id in auth_event_ids(rules, &pdu)? {
+                Box::pin(self.fetch_to_depth(origin, room_id, &id, rules, budget, depth - 1)).await?;
             }
         }
-        self.store_outlier(&response.pdu, room_id, rules, Some(event_id)).await
+        self.keep_outlier(rules, pdu).await
+    }
+
+    /// A fetched event, verified: format, event ID, signatures, and (with `expected`) the
+    /// ID asked for and the room. `None`, logged, when it fails.
+    async fn verified_fetched(
+        &self,
+        raw: &RawValue,
+        room_id: &RoomId,
+        rules: &RoomVersionRules,
+        expected: Option<&EventId>,
+    ) -> Option<Arc<Pdu>> {
+        let obj: CanonicalJsonObject = match serde_json::from_str(raw.get()) {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::info!(error = %e, "dropping a malformed fetched event");
+                return None;
+            }
+        };
+        let pdu = match self.verify_pdu_object(obj, room_id, rules).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(error = %e.message, "dropping a fetched event that fails verification");
+                return None;
+            }
+        };
+        if expected.is_some_and(|id| id != pdu.event_id) || pdu.room_id != room_id {
+            tracing::info!(event_id = %pdu.event_id, "dropping a fetched event that is not the one asked for");
+            return None;
+        }
+        Some(pdu)
     }
 
     /// Verifies a PDU and keeps it as an outlier. With `expected`, an event whose ID differs
@@ -368,25 +562,10 @@ impl Services {
         rules: &RoomVersionRules,
         expected: Option<&EventId>,
     ) -> Result<Option<Arc<Pdu>>> {
-        let obj: CanonicalJsonObject = match serde_json::from_str(raw.get()) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::info!(error = %e, "dropping a malformed fetched event");
-                return Ok(None);
-            }
-        };
-        let pdu = match self.verify_pdu_object(obj, room_id, rules).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::info!(error = %e.message, "dropping a fetched event that fails verification");
-                return Ok(None);
-            }
-        };
-        if expected.is_some_and(|id| id != pdu.event_id) || pdu.room_id != room_id {
-            tracing::info!(event_id = %pdu.event_id, "dropping a fetched event that is not the one asked for");
-            return Ok(None);
+        match self.verified_fetched(raw, room_id, rules, expected).await {
+            Some(pdu) => self.keep_outlier(rules, pdu).await,
+            None => Ok(None),
         }
-        self.keep_outlier(rules, pdu).await
     }
 
     /// Keeps a verified event as an outlier if its held auth events allow it.
@@ -397,7 +576,7 @@ impl Services {
         }
         // Kept only if its own auth events (already held: callers store a chain oldest
         // first) allow it; otherwise it could later pose as an auth event or as state.
-        if let Some((reason, permanent)) = self.check_auth_events(None, rules, &pdu).await? {
+        if let Some((reason, permanent)) = self.check_auth_events(rules, &pdu).await? {
             tracing::info!(event_id = %pdu.event_id, %reason, "refusing a fetched event");
             if permanent {
                 self.store
@@ -410,15 +589,18 @@ impl Services {
         Ok(Some(pdu))
     }
 
-    /// Fills the gap between this server's forward extremities and `pdu` with
-    /// `get_missing_events`, oldest first.
+    /// The events between this server's forward extremities and `pdu`, from
+    /// `get_missing_events`: verified, of this room, oldest first (not yet stored).
     async fn fetch_missing_events(
         &self,
         origin: &ServerName,
         rules: &RoomVersionRules,
         pdu: &Pdu,
-        recursion: u32,
-    ) -> Result<()> {
+        budget: &FetchBudget,
+    ) -> Result<Vec<Arc<Pdu>>> {
+        if !budget.take() {
+            return Ok(Vec::new());
+        }
         let earliest: Vec<OwnedEventId> = self
             .store
             .forward_extremities(pdu.room_id.as_str())
@@ -433,33 +615,20 @@ impl Services {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(%origin, error = %e.message, "get_missing_events failed");
-                return Ok(());
+                return Ok(Vec::new());
             }
         };
         let mut events = Vec::new();
-        for raw in &response.events {
-            let obj: CanonicalJsonObject = match serde_json::from_str(raw.get()) {
-                Ok(o) => o,
-                Err(_) => continue,
-            };
-            match self.verify_pdu_object(obj, &pdu.room_id, rules).await {
-                Ok(p) if p.room_id == pdu.room_id => events.push(p),
-                Ok(p) => tracing::info!(event_id = %p.event_id, "dropping a missing event of another room"),
-                Err(e) => tracing::info!(error = %e.message, "dropping a missing event that fails verification"),
+        // More than asked for is not read.
+        for raw in response.events.iter().take(MISSING_EVENTS_LIMIT as usize) {
+            if let Some(p) = self.verified_fetched(raw, &pdu.room_id, rules, None).await
+                && p.event_id != pdu.event_id
+            {
+                events.push(p);
             }
         }
         events.sort_by_key(|p| p.depth);
-        for p in events {
-            if p.event_id == pdu.event_id {
-                continue;
-            }
-            // One level only: the events of a gap do not fetch gaps of their own.
-            match Box::pin(self.ingest_locked(origin, rules, p, Vec::new(), recursion + 1)).await {
-                Ok(outcome) => tracing::debug!(?outcome, "filled a gap"),
-                Err(e) => tracing::info!(error = %e.message, "an event of a gap could not be stored"),
-            }
-        }
-        Ok(())
+        Ok(events)
     }
 
     /// The state after an event this server does not hold: the state before it (from
@@ -470,7 +639,11 @@ impl Services {
         rules: &RoomVersionRules,
         room_id: &RoomId,
         event_id: &EventId,
+        budget: &FetchBudget,
     ) -> Result<StateMap> {
+        if !budget.take() {
+            return Err(Error::unavailable("the budget for fetching is spent"));
+        }
         let response = self
             .send_federation_request(origin, get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned()))
             .await?;
@@ -485,7 +658,7 @@ impl Services {
                 state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
             }
         }
-        if let Some(p) = self.pdu_or_fetch(origin, room_id, event_id, rules).await?
+        if let Some(p) = self.pdu_or_fetch(origin, room_id, event_id, rules, budget).await?
             && let Some(k) = &p.state_key
         {
             state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
@@ -511,4 +684,18 @@ impl Services {
             Err(Error::forbidden(format!("server {server} is denied by the room's server ACL")))
         }
     }
+}
+
+/// The auth events an event names, with (in v12 rooms) its create event, which the room
+/// ID names instead.
+fn auth_event_ids(rules: &RoomVersionRules, pdu: &Pdu) -> Result<Vec<OwnedEventId>> {
+    let mut ids: Vec<OwnedEventId> = pdu.auth_events.clone();
+    if rules.authorization.room_create_event_id_as_room_id {
+        let create = OwnedEventId::try_from(format!("${}", pdu.room_id.as_str().trim_start_matches('!')))
+            .map_err(|e| Error::bad_json(format!("room ID: {e}")))?;
+        if create != pdu.event_id {
+            ids.push(create);
+        }
+    }
+    Ok(ids)
 }

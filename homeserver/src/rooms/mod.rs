@@ -24,7 +24,7 @@ use ruma::{OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules};
 pub use self::{
     append::{EventTemplate, Txn},
     create::{CreateRoom, random_device_id, random_localpart},
-    ingest::Ingested,
+    ingest::{FetchBudget, Ingested},
     membership::MembershipAction,
     pdu::Pdu,
     read::ClientEventOptions,
@@ -48,7 +48,12 @@ pub struct RoomCaches {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     pdus: Mutex<HashMap<String, Arc<Pdu>>>,
     state_groups: Mutex<HashMap<i64, Arc<StateMap>>>,
+    /// Events another server could not give (or gave wrong) lately, and when.
+    failed_fetches: Mutex<HashMap<ruma::OwnedEventId, std::time::Instant>>,
 }
+
+/// How long an event that could not be fetched is not asked for again.
+const FETCH_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Entries kept per cache before it is emptied; both caches hold immutable data, so
 /// emptying only costs re-reads.
@@ -75,6 +80,22 @@ impl RoomCaches {
 
     fn cached_state(&self, group: i64) -> Option<Arc<StateMap>> {
         self.state_groups.lock().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
+    }
+
+    fn fetch_failed_recently(&self, event_id: &ruma::EventId) -> bool {
+        let failed = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        failed.get(event_id).is_some_and(|at| at.elapsed() < FETCH_RETRY_AFTER)
+    }
+
+    fn fetch_failed(&self, event_id: &ruma::EventId) {
+        let mut failed = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.len() >= CACHE_LIMIT / 10 {
+            failed.retain(|_, at| at.elapsed() < FETCH_RETRY_AFTER);
+            if failed.len() >= CACHE_LIMIT / 10 {
+                failed.clear();
+            }
+        }
+        failed.insert(event_id.to_owned(), std::time::Instant::now());
     }
 
     fn cache_state(&self, group: i64, state: Arc<StateMap>) {

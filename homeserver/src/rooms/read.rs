@@ -36,10 +36,18 @@ impl Services {
     /// The client format of stored events, in the order given.
     pub async fn client_events(&self, rows: &[EventRow], opts: ClientEventOptions<'_>) -> Result<Vec<Value>> {
         let relations = if opts.bundle_relations {
-            let ids: Vec<String> =
-                rows.iter().filter(|r| r.redacted_by.is_none()).map(|r| r.event_id.clone()).collect();
+            let ids: Vec<(String, String)> = rows
+                .iter()
+                .filter(|r| r.redacted_by.is_none())
+                .map(|r| (r.event_id.clone(), r.room_id.clone()))
+                .collect();
             let mut by_target: HashMap<String, Vec<EventRow>> = HashMap::new();
             for rel in self.store.relations_of(&ids).await? {
+                // What is bundled is read as the event itself would be: a reply after the
+                // reader left, or one the room's history hides from them, is not shown.
+                if !self.can_see_event(opts.viewer, &rel).await? {
+                    continue;
+                }
                 if let Some(target) = self.pdu(&rel.event_id).await?.and_then(|p| p.relation()).map(|r| r.1) {
                     by_target.entry(target).or_default().push(rel);
                 }

@@ -129,8 +129,6 @@ impl Services {
         {
             return Err(Error::bad_json(format!("not a {membership} event of a user of {origin} for this room")));
         }
-        let lock = self.rooms.lock(room_id);
-        let _guard = lock.lock().await;
         let fan_out: Vec<String> = self
             .room_servers(room_id.as_str())
             .await?
@@ -138,7 +136,8 @@ impl Services {
             .filter(|s| s != origin)
             .map(|s| s.to_string())
             .collect();
-        match self.ingest_locked(origin, &rules, pdu.clone(), fan_out, 0).await? {
+        let budget = super::FetchBudget::for_transaction();
+        match self.ingest_prepared(origin, &rules, pdu.clone(), fan_out, &budget).await? {
             Ingested::Accepted(_) | Ingested::AlreadyKnown => {}
             Ingested::SoftFailed(reason) | Ingested::Rejected(reason) => return Err(Error::forbidden(reason)),
         }

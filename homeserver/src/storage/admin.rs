@@ -237,6 +237,7 @@ impl Store {
         if let Some(d) = filter.deactivated {
             c.plain(if d { "deactivated <> 0" } else { "deactivated = 0" });
         }
+        c.plain(super::NOT_A_SERVER_ACCOUNT);
         let total: i64 = c
             .bind(sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM users {}", c.where_clause()))))
             .fetch_one(&mut *self.conn().await?)
@@ -525,8 +526,8 @@ impl Store {
     /// created before its end and not deactivated before its start.
     pub async fn accounts_during(&self, start_ts: i64, end_ts: i64) -> sqlx::Result<Vec<(String, Option<String>)>> {
         let rows = sqlx::query(
-            "SELECT user_id, department FROM users WHERE created_ts < $2 \
-             AND (deactivated = 0 OR (deactivated_ts IS NOT NULL AND deactivated_ts >= $1))",
+            AssertSqlSafe(format!("SELECT user_id, department FROM users WHERE created_ts < $2 AND {} \
+             AND (deactivated = 0 OR (deactivated_ts IS NOT NULL AND deactivated_ts >= $1))", super::NOT_A_SERVER_ACCOUNT)),
         )
         .bind(start_ts)
         .bind(end_ts)
@@ -549,7 +550,7 @@ impl Store {
                SELECT user_id FROM user_daily_activity WHERE day >= $1 AND day < $2 \
                UNION \
                SELECT sender AS user_id FROM events WHERE origin_server_ts >= $3 AND origin_server_ts < $4 \
-             ) a ON a.user_id = u.user_id ORDER BY u.user_id",
+             ) a ON a.user_id = u.user_id WHERE substr(u.user_id, 1, 8) <> '@_kairan' ORDER BY u.user_id",
         )
         .bind(start_day)
         .bind(end_day)

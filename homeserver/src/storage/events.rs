@@ -506,9 +506,12 @@ impl Store {
         rows.iter().map(event_row).collect()
     }
 
-    /// Events that relate to `event_id`, optionally of one relation type, oldest first.
+    /// Events of `room_id` that relate to `event_id`, optionally of one relation type,
+    /// oldest first. An event of another room naming it is no relation of it.
+    #[allow(clippy::too_many_arguments)]
     pub async fn relations(
         &self,
+        room_id: &str,
         event_id: &str,
         rel_type: Option<&str>,
         from_exclusive: i64,
@@ -519,27 +522,29 @@ impl Store {
         let order = if backwards { "DESC" } else { "ASC" };
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND ($2 IS NULL OR rel_type = $2) \
-             AND stream_ordering > $3 AND stream_ordering <= $4 ORDER BY stream_ordering {order} LIMIT $5"
+             AND stream_ordering > $3 AND stream_ordering <= $4 AND room_id = $6 ORDER BY stream_ordering {order} LIMIT $5"
         )))
         .bind(event_id)
         .bind(rel_type)
         .bind(from_exclusive)
         .bind(to_inclusive)
         .bind(limit)
+        .bind(room_id)
         .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(event_row).collect()
     }
 
-    /// `(rel_type, event_type?, sender, event_id)` of unredacted relations to the events given.
-    pub async fn relations_of(&self, event_ids: &[String]) -> sqlx::Result<Vec<EventRow>> {
+    /// Unredacted events relating to each `(event_id, room_id)` given, from that room only.
+    pub async fn relations_of(&self, events: &[(String, String)]) -> sqlx::Result<Vec<EventRow>> {
         let mut out = Vec::new();
-        for id in event_ids {
+        for (id, room_id) in events {
             let rows = sqlx::query(AssertSqlSafe(format!(
-                "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND redacted_by IS NULL \
+                "SELECT {EVENT_COLUMNS} FROM events WHERE relates_to = $1 AND room_id = $2 AND redacted_by IS NULL \
                  ORDER BY stream_ordering"
             )))
             .bind(id)
+            .bind(room_id)
             .fetch_all(&mut *self.conn().await?)
             .await?;
             for r in &rows {

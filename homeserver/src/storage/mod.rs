@@ -300,6 +300,10 @@ impl Store {
 }
 
 /// A database URL with any password removed, for messages and logs.
+/// Excludes the server's own accounts (`@_kairan…`, see `admin::RESERVED_LOCALPART_PREFIX`)
+/// from lists, figures and the user directory: they are not staff.
+pub(crate) const NOT_A_SERVER_ACCOUNT: &str = "substr(user_id, 1, 8) <> '@_kairan'";
+
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {

@@ -158,6 +158,7 @@ impl Store {
         let pattern = format!("%{}%", term.replace(['\\', '%', '_'], ""));
         let rows = sqlx::query(
             "SELECT u.user_id, u.displayname, u.avatar_url FROM users u WHERE u.deactivated = 0 \
+             AND substr(u.user_id, 1, 8) <> '@_kairan' \
              AND (LOWER(u.user_id) LIKE $2 OR LOWER(COALESCE(u.displayname, '')) LIKE $2) \
              AND ($3 = 1 OR u.user_id = $1 \
                   OR EXISTS (SELECT 1 FROM current_state a JOIN current_state b ON a.room_id = b.room_id \

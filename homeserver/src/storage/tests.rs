@@ -223,9 +223,10 @@ async fn transactions_and_redactions(store: &Store) {
     rel.rel_type = Some("m.annotation".into());
     rel.relates_to = Some("$e1".into());
     store.persist_event(&rel).await.unwrap();
-    let rels = store.relations("$e1", Some("m.annotation"), 0, i64::MAX, false, 10).await.unwrap();
+    let rels = store.relations("!r:x", "$e1", Some("m.annotation"), 0, i64::MAX, false, 10).await.unwrap();
     assert_eq!(rels.len(), 1);
-    assert!(store.relations("$e1", Some("m.thread"), 0, i64::MAX, false, 10).await.unwrap().is_empty());
+    assert!(store.relations("!r:x", "$e1", Some("m.thread"), 0, i64::MAX, false, 10).await.unwrap().is_empty());
+    assert!(store.relations("!other:x", "$e1", None, 0, i64::MAX, false, 10).await.unwrap().is_empty());
 
     // A redaction of an event not held yet is kept, and the target is stored redacted when
     // the service says so, which forgets what was withheld for it.

@@ -355,14 +355,14 @@ async fn rooms_and_policy(server: &TestServer, admin: &Api) -> anyhow::Result<()
     assert_matrix_error(&admin.get(&room_path("!nope:localhost")).await?, 404, "M_NOT_FOUND")?;
 
     // Marking the room official: the policy event appears in the room, the archive
-    // account is invited, and the administrator (not a member) was brought in to send it.
+    // account is invited, and the server's policy account (not a member) was brought in to send it.
     let missing = admin.put(&format!("{}/policy", room_path(&room)), &json!({ "official": true })).await?;
     assert_matrix_error(&missing, 400, "M_MISSING_PARAM")?;
     let bad = json!({ "official": true, "retention": "7y", "on_expiry": "transfer", "department": "総務課" });
     assert_matrix_error(&admin.put(&format!("{}/policy", room_path(&room)), &bad).await?, 400, "M_INVALID_PARAM")?;
     let policy = json!({ "official": true, "retention": "5y", "on_expiry": "transfer", "department": "総務課" });
     let set = admin.put(&format!("{}/policy", room_path(&room)), &policy).await?.ok()?;
-    ensure!(set["archive_invited"] == true && set["sender"] == "@admin:localhost", "{set}");
+    ensure!(set["archive_invited"] == true && set["sender"] == "@_kairan_policy:localhost", "{set}");
     let published = state_of(&alice, &room, "jp.kairan.room.policy", "").await?.ok()?;
     ensure!(published == policy, "the published policy: {published}");
     let archive = state_of(&alice, &room, "m.room.member", "@archive:localhost").await?.ok()?;
@@ -418,7 +418,7 @@ async fn rooms_and_policy(server: &TestServer, admin: &Api) -> anyhow::Result<()
         out["evacuated"].as_array().context("evacuated")?.iter().filter_map(Value::as_str).collect();
     evacuated.sort();
     ensure!(
-        evacuated == ["@admin:localhost", "@alice:localhost", "@bob:localhost"] && out["blocked"] == true,
+        evacuated == ["@_kairan_policy:localhost", "@alice:localhost", "@bob:localhost"] && out["blocked"] == true,
         "shutdown: {out}"
     );
     assert_matrix_error(&bob.join(&room3).await?, 403, "M_FORBIDDEN").context("joining a blocked room")?;

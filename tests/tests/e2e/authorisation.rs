@@ -167,3 +167,51 @@ async fn huge_paging_offsets_are_harmless() -> anyhow::Result<()> {
     ensure!(hierarchy.ok()?["rooms"].as_array().is_some_and(Vec::is_empty), "a page past the end is empty");
     Ok(())
 }
+
+/// `PUT /rooms/{room}/send/m.room.message/{txn}` of a thread reply to `root`.
+async fn thread_reply(api: &Api, room: &str, txn: &str, root: &str, body: &str) -> anyhow::Result<String> {
+    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", enc(room), enc(txn));
+    let content = json!({
+        "msgtype": "m.text", "body": body,
+        "m.relates_to": { "rel_type": "m.thread", "event_id": root, "is_falling_back": true, "m.in_reply_to": { "event_id": root } },
+    });
+    Ok(api.put(&path, &content).await?.ok()?["event_id"].as_str().context("event id")?.to_owned())
+}
+
+/// Bundled relations are filtered as the events themselves: a user who left does not read
+/// replies sent after through an old event, and an event of another room naming a root
+/// is no reply to it, even for a reader of both rooms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundled_relations_respect_visibility_and_rooms() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default()).await?;
+    server.create_users(&["alice", "bob", "mallory"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let bob = server.api("bob", PASSWORD).await?;
+    let mallory = server.api("mallory", PASSWORD).await?;
+    let room = alice
+        .create_room(&json!({ "preset": "public_chat", "initial_state": [
+            { "type": "m.room.history_visibility", "content": { "history_visibility": "shared" } }] }))
+        .await?;
+    bob.join(&room).await?.ok()?;
+    let root = alice.send_text_ok(&room, "root", "agenda").await?;
+    let before = thread_reply(&alice, &room, "t1", &root, "item one").await?;
+    bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), &json!({})).await?.ok()?;
+    thread_reply(&alice, &room, "t2", &root, "said after bob left").await?;
+    let seen = bob.event(&room, &root).await?.ok()?;
+    let thread = &seen["unsigned"]["m.relations"]["m.thread"];
+    ensure!(thread["latest_event"]["event_id"] == before.as_str(), "bob, who left, is shown: {thread}");
+    ensure!(thread["count"] == 1, "bob is counted replies he cannot read: {thread}");
+
+    // Another room, whose members include the reader, cannot add replies to this root.
+    let other = mallory.create_room(&json!({ "preset": "public_chat" })).await?;
+    alice.join(&other).await?.ok()?;
+    thread_reply(&mallory, &other, "inject", &root, "injected into the governor's thread").await?;
+    let seen = alice.event(&room, &root).await?.ok()?;
+    let thread = &seen["unsigned"]["m.relations"]["m.thread"];
+    ensure!(thread["count"] == 2, "replies from another room counted: {thread}");
+    ensure!(thread["latest_event"]["room_id"] == room.as_str(), "latest reply from another room: {thread}");
+    let listed = alice.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root))).await?.ok()?;
+    let chunk = listed["chunk"].as_array().context("chunk")?;
+    ensure!(chunk.len() == 2 && chunk.iter().all(|e| e["room_id"] == room.as_str()), "relations: {listed}");
+    Ok(())
+}

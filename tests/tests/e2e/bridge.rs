@@ -9,6 +9,7 @@ mod crash;
 mod encrypted;
 mod export;
 mod metrics;
+mod policy_trust;
 mod proofs;
 mod retention;
 mod tamper;

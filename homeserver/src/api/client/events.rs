@@ -231,7 +231,7 @@ async fn relating(
     let (lower, upper) =
         if backwards { (to.unwrap_or(0), from.unwrap_or(current)) } else { (from.unwrap_or(0), to.unwrap_or(current)) };
     let rows =
-        state.store.relations(event_id.as_str(), rel_type.as_deref(), lower, upper, backwards, limit + 1).await?;
+        state.store.relations(room_id.as_str(), event_id.as_str(), rel_type.as_deref(), lower, upper, backwards, limit + 1).await?;
     let more = rows.len() as i64 > limit;
     let rows: Vec<EventRow> = rows.into_iter().take(limit as usize).collect();
     let next = rows.last().map(|r| if backwards { r.stream_ordering - 1 } else { r.stream_ordering });

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
-    rooms::Ingested,
+    rooms::{FetchBudget, Ingested},
     services::{AppState, now_ms},
 };
 
@@ -39,8 +39,10 @@ async fn send_transaction(state: AppState, req: Ruma<send_transaction_message::v
         return Ok(Json(json!({ "pdus": {} })));
     }
     let mut results = BTreeMap::new();
+    // Whatever the transaction's PDUs make this server fetch comes out of one budget.
+    let budget = FetchBudget::for_transaction();
     for pdu in &b.pdus {
-        match state.ingest_pdu(origin, pdu).await {
+        match state.ingest_pdu(origin, pdu, &budget).await {
             Ok((event_id, outcome)) => {
                 let result = match outcome {
                     Ingested::Accepted(_) | Ingested::AlreadyKnown | Ingested::SoftFailed(_) => json!({}),
