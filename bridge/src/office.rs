@@ -42,8 +42,11 @@ impl Hold {
         if r.room_id.as_deref() != Some(self.room_id.as_str()) {
             return false;
         }
-        let t = r.origin_ts.unwrap_or(r.archived_ts);
-        self.from_ms.is_none_or(|f| t >= f) && self.until_ms.is_none_or(|u| t <= u)
+        // Held if either time falls in the range: the sender's `origin_server_ts` (which it
+        // chooses) or when the archive received the record. A server dating its events
+        // outside a hold cannot take them out of it.
+        let within = |t: i64| self.from_ms.is_none_or(|f| t >= f) && self.until_ms.is_none_or(|u| t <= u);
+        r.origin_ts.is_some_and(within) || within(r.archived_ts)
     }
 }
 

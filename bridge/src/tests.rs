@@ -46,7 +46,7 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(append_dedup_and_verify, concurrent_appends_leave_no_gaps, disposal_and_holds);
+both_backends!(append_dedup_and_verify, concurrent_appends_leave_no_gaps, disposal_and_holds, holds_cover_what_arrived_in_their_range);
 
 struct TestDb {
     admin: String,
@@ -186,7 +186,9 @@ async fn disposal_and_holds(archive: Archive, dir: &Path) -> anyhow::Result<()> 
         )
         .await?;
     let decision = Decision { by: "文書課".into(), reference: "R2-廃棄-1".into() };
-    let hold = office::set_hold(&archive, &key, ROOM, Some(june - 1), None, "訴訟", &decision).await?;
+    // Bounded on both sides: every record here reached the archive today, which an open
+    // hold would cover (a hold covers a record by its date or by when it was archived).
+    let hold = office::set_hold(&archive, &key, ROOM, Some(june - 1), Some(june + 1), "訴訟", &decision).await?;
     let as_of = crate::retention::parse_date("2021-01-01")?;
     let outcome = office::dispose(&archive, &key, dir, ROOM, as_of, &decision, false).await?;
     assert_eq!(outcome.disposed_events, vec!["$old".to_owned()]);
@@ -204,6 +206,23 @@ async fn disposal_and_holds(archive: Archive, dir: &Path) -> anyhow::Result<()> 
     assert_eq!(first.seq, Some(2), "{first}");
     office::release_hold(&archive, &key, hold, "終結", &decision).await?;
     assert!(office::list_holds(&archive, Some(ROOM)).await?.is_empty());
+    archive.close().await;
+    Ok(())
+}
+
+/// A record that arrived during a hold is held whatever date its sender put on it: a
+/// server dating its events years back cannot take them out of a hold.
+async fn holds_cover_what_arrived_in_their_range(archive: Archive, dir: &Path) -> anyhow::Result<()> {
+    let key = key();
+    let may_2020 = 1_588_258_800_000;
+    archive.append(&key, vec![event("$predated", may_2020, "under1y", "dispose")]).await?;
+    let decision = Decision { by: "文書課".into(), reference: "R8-保留-1".into() };
+    let started = crate::retention::now_ms() - 60_000;
+    office::set_hold(&archive, &key, ROOM, Some(started), None, "訴訟", &decision).await?;
+    let as_of = crate::retention::parse_date("2021-01-01")?;
+    let outcome = office::dispose(&archive, &key, dir, ROOM, as_of, &decision, false).await?;
+    assert!(outcome.disposed_events.is_empty(), "a record that arrived during the hold was disposed of");
+    assert_eq!(outcome.held, 1);
     archive.close().await;
     Ok(())
 }

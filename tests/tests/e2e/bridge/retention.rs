@@ -22,7 +22,9 @@ async fn bridge_dispose_honours_retention_and_holds() -> anyhow::Result<()> {
     let m2 = file(&s.alice, &a, "メモ.txt", "一年未満の添付".as_bytes()).await?;
     let records = s.wait_complete(&a).await?;
     // Everything from here on is under a legal hold.
-    let hold_from = payload(record(&records, "event", &m2)?)?["origin_server_ts"].as_i64().context("ts")? + 1;
+    // (A hold covers a record by its origin_server_ts or by when it was archived, so it
+    // starts after everything so far, m2's attachment included, reached the archive.)
+    let hold_from = records.iter().filter_map(|r| r["archived_ts"].as_i64()).max().context("archived_ts")? + 1;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let m3 = text(&s.bob, &a, "訴訟に関係する記録").await?;
     let b1 = text(&s.alice, &b, "移管される記録").await?;
