@@ -296,3 +296,61 @@ async fn history_before_the_join_is_backfilled() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The administrators' room policy binds the members of other servers as it binds local
+/// ones: a mayor with the power for it cannot turn on encryption the prefecture's policy
+/// forbids (the event is refused on receipt), and a room the prefecture shut down takes
+/// no one in through federation either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_policy_and_shutdown_bind_other_servers() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor.create_room(&json!({ "preset": "public_chat", "name": "Plain text only" })).await?;
+            governor
+                .put(&format!("{V1}/rooms/{}/policy", enc(&room)), &json!({ "encryption": "forbidden" }))
+                .await?
+                .ok()?;
+            join_via(&mayor, &room, &pref).await?.ok()?;
+            wait_membership(&governor, &room, mayor.me(), "join").await?;
+            // The mayor gets every power, so only the policy stands in the way.
+            let mut levels = governor.state(&room, "m.room.power_levels", "").await?;
+            levels["users"][mayor.me()] = 100.into();
+            let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.power_levels/", enc(&room));
+            governor.put(&path, &levels).await?.ok()?;
+            wait_for("the mayor's power on the city's server", FEDERATION_DEADLINE, || async {
+                let l = mayor.state(&room, "m.room.power_levels", "").await;
+                Ok(match l {
+                    Ok(l) if l["users"][mayor.me()] == 100 => Ok(()),
+                    other => Err(format!("{other:?}")),
+                })
+            })
+            .await?;
+            // The city has no policy of its own and lets it through; the prefecture refuses it.
+            let path = format!("/_matrix/client/v3/rooms/{}/state/m.room.encryption/", enc(&room));
+            mayor.put(&path, &json!({ "algorithm": "m.megolm.v1.aes-sha2" })).await?.ok()?;
+            let after = mayor.send_text_ok(&room, "after", "sent after the encryption event").await?;
+            wait_for("the mayor's next message at the prefecture", FEDERATION_DEADLINE, || async {
+                let r = governor.event(&room, &after).await?;
+                Ok(if r.status == 200 { Ok(()) } else { Err(r.text) })
+            })
+            .await?;
+            let encryption = governor.get(&path).await?;
+            ensure!(encryption.status == 404, "the prefecture took the forbidden encryption: {}", encryption.text);
+
+            // Shut down (blocked, members kept): no server may bring anyone in.
+            let other = governor.create_room(&json!({ "preset": "public_chat" })).await?;
+            governor
+                .post(&format!("{V1}/rooms/{}/shutdown", enc(&other)), &json!({ "evacuate": false, "block": true }))
+                .await?
+                .ok()?;
+            let refused = join_via(&mayor, &other, &pref).await?;
+            ensure!(refused.status == 403, "a join into a shut-down room got {}: {}", refused.status, refused.text);
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
