@@ -166,7 +166,8 @@ impl Federation {
         *request.uri_mut() = format!("{SCHEME}://{destination}{path}").parse().map_err(|e| format!("bad URI: {e}"))?;
         let host = http::HeaderValue::from_str(&route.host_header).map_err(|e| format!("bad Host header: {e}"))?;
         request.headers_mut().insert(http::header::HOST, host);
-        self.send_http(request, timeout, MAX_RESPONSE_BYTES)
+        let limit = response_limit(request.uri().path());
+        self.send_http(request, timeout, limit)
             .await
             .map_err(|e| format!("{destination} (via {}:{}) unreachable: {e}", route.connect_host, route.connect_port))
     }
@@ -219,6 +220,21 @@ impl Services {
         R::IncomingResponse::try_from_http_response(response).map_err(|e| {
             Error::unavailable(format!("{destination} answered {method} {path} with something unexpected: {e}"))
         })
+    }
+}
+
+/// The most bytes read of an answer to a request for `path`. What carries one event (at
+/// most 64 KiB) or a page of them is read only that far; another server cannot make this
+/// one read 100 MiB to give it one event. Answers that hold a whole room's state
+/// (`/state`, `send_join`, ...) may be large.
+fn response_limit(path: &str) -> usize {
+    const MIB: usize = 1024 * 1024;
+    let Some(rest) = path.strip_prefix("/_matrix/federation/") else { return MAX_RESPONSE_BYTES };
+    let endpoint = rest.split('/').nth(1).unwrap_or_default();
+    match endpoint {
+        "event" | "make_join" | "make_leave" | "make_knock" | "query" | "user" => MIB,
+        "get_missing_events" | "backfill" => 16 * MIB,
+        _ => MAX_RESPONSE_BYTES,
     }
 }
 
@@ -412,5 +428,16 @@ mod tests {
         assert_eq!((e.status, e.errcode), (http::StatusCode::BAD_GATEWAY, "M_UNKNOWN"));
         let e = remote_error(dest, http::StatusCode::BAD_REQUEST, br#"{"errcode":"X_WHATEVER"}"#);
         assert_eq!(e.status, http::StatusCode::BAD_GATEWAY);
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn answers_carrying_one_event_are_read_only_so_far() {
+        assert_eq!(super::response_limit("/_matrix/federation/v1/event/$abc"), 1024 * 1024);
+        assert_eq!(super::response_limit("/_matrix/federation/v1/get_missing_events/!r"), 16 * 1024 * 1024);
+        assert_eq!(super::response_limit("/_matrix/federation/v2/send_join/!r/$e"), super::MAX_RESPONSE_BYTES);
+        assert_eq!(super::response_limit("/_matrix/federation/v1/state/!r"), super::MAX_RESPONSE_BYTES);
     }
 }
