@@ -23,6 +23,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub rooms: RoomsConfig,
     pub media: MediaConfig,
+    pub push: PushConfig,
     pub user_directory: UserDirectoryConfig,
     pub admin: AdminConfig,
     pub log: LogConfig,
@@ -78,6 +79,17 @@ impl AdminConfig {
     pub fn utc_offset_seconds(&self) -> i64 {
         crate::admin::time::parse_utc_offset(&self.utc_offset).unwrap_or(0)
     }
+}
+
+/// Push notifications to phones go through push gateways the operator runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// The push gateways users may register HTTP pushers for, as origins
+    /// (`https://push.pref.example`, `http://10.0.0.5:5000`). A pusher's URL must be one of
+    /// them followed by `/_matrix/push/v1/notify`. Empty: no HTTP pushers, so a user
+    /// cannot make the server send requests to an address of their choosing.
+    pub gateways: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -268,6 +280,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             rooms: RoomsConfig::default(),
             media: MediaConfig::default(),
+            push: PushConfig::default(),
             user_directory: UserDirectoryConfig::default(),
             admin: AdminConfig::default(),
             log: LogConfig::default(),
@@ -319,13 +332,47 @@ impl Default for RoomsConfig {
     }
 }
 
-/// A configuration that could not be read; the message names the file, key or variable.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(String);
+/// A configuration that cannot be used: every problem found in it, one line each
+/// (`FILE: line N: key: message`, or `KAIRAN_VAR: key: message` for a variable), so that
+/// an operator fixes them all in one round rather than one per start.
+#[derive(Debug)]
+pub struct ConfigError {
+    problems: Vec<String>,
+    /// What was read: the file, and/or the `KAIRAN_*` variables.
+    source: String,
+}
+
+impl ConfigError {
+    fn one(message: String, source: String) -> Self {
+        Self { problems: vec![message], source }
+    }
+
+    /// One line per problem, in the order of the file's lines (variables last).
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+
+    /// `3 problems in kairan.toml`.
+    pub fn summary(&self) -> String {
+        let n = self.problems.len();
+        format!("{n} problem{} in {}", if n == 1 { "" } else { "s" }, self.source)
+    }
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for problem in &self.problems {
+            writeln!(f, "{problem}")?;
+        }
+        f.write_str(&self.summary())
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads the file (if any), then applies `KAIRAN_*` variables from `env`.
+    /// Reads the file (if any), then applies `KAIRAN_*` variables from `env`. An error
+    /// lists every problem, not only the first.
     pub fn load(
         file: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
@@ -333,13 +380,17 @@ impl Config {
         let mut source = None;
         let mut table = match file {
             Some(path) => {
+                let name = path.display().to_string();
                 let text = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-                // Parsed once as the typed configuration first: its errors (unknown key,
-                // wrong type) carry the line and column in the file.
-                toml::from_str::<Config>(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-                let table = text.parse::<toml::Table>().map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-                source = Some((path, text));
+                    .map_err(|e| ConfigError::one(format!("cannot read config file {name}: {e}"), name.clone()))?;
+                // TOML syntax has no recovery: after a syntax error there is nothing to
+                // check further. The message carries the line and column.
+                let table =
+                    text.parse::<toml::Table>().map_err(|e| ConfigError::one(format!("{name}: {e}"), name.clone()))?;
+                // The same text again through toml's own parser, for where each key was
+                // written: the serde tree (`toml::Table`) keeps no positions.
+                let doc = toml_edit::ImDocument::parse(text.clone()).ok();
+                source = Some(FileSource { name, text, doc });
                 table
             }
             None => toml::Table::new(),
@@ -352,128 +403,159 @@ impl Config {
             let Some(path) = name.strip_prefix("KAIRAN_") else { continue };
             if is_option(&known, path) {
                 set_path(&mut table, path, &value);
-                from_env.push(name.clone());
+                from_env.push((path.split("__").map(|k| k.to_ascii_lowercase()).collect::<Vec<_>>(), name.clone()));
             }
         }
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(format!("invalid configuration: {e}")))?;
-        config.validate()?;
-        config.validate_federation().map_err(|invalid| {
-            // Point at where the value came from: the variable that set it, else its line.
-            let var = format!("KAIRAN_{}", invalid.key.replace('.', "__").to_ascii_uppercase());
-            if from_env.contains(&var) {
-                return ConfigError(format!("{var}: {}", invalid.message));
-            }
-            match &source {
-                Some((path, text)) => match line_of(text, invalid.key) {
-                    Some(line) => {
-                        ConfigError(format!("{}: line {line}: {}: {}", path.display(), invalid.key, invalid.message))
+
+        let mut problems = Vec::new();
+        check_shape(&table, known.as_table(), &mut Vec::new(), &mut problems);
+        // Without its bad values (back to their defaults) the rest still makes a `Config`,
+        // whose values are then checked too.
+        let bad_shapes: Vec<Vec<String>> = problems.iter().map(|p: &Problem| p.path.clone()).collect();
+        for path in &bad_shapes {
+            remove_path(&mut table, path);
+        }
+        match toml::Value::Table(table).try_into::<Config>() {
+            Ok(config) => {
+                for problem in config.validate().into_iter().chain(config.validate_federation()) {
+                    // A value already refused for its type was replaced by its default;
+                    // what the checks say about that default is no news.
+                    if !bad_shapes.iter().any(|bad| problem.path.starts_with(bad)) {
+                        problems.push(problem);
                     }
-                    None => ConfigError(format!("{}: {}: {}", path.display(), invalid.key, invalid.message)),
-                },
-                None => ConfigError(format!("{}: {}", invalid.key, invalid.message)),
+                }
+                if problems.is_empty() {
+                    return Ok(config);
+                }
             }
-        })?;
-        Ok(config)
+            // Each value deserialised alone, so this is a combination the per-value check
+            // cannot see; reported as it is rather than lost.
+            Err(e) => problems.push(Problem { path: Vec::new(), message: e.message().to_owned() }),
+        }
+        Err(report(problems, source.as_ref(), &from_env))
     }
 
     /// The `[federation]` and `listen.federation` checks. Files named must exist and hold
     /// what they should, so that a wrong path is reported by `check-config`, not at the
     /// first connection.
-    fn validate_federation(&self) -> Result<(), Invalid> {
+    fn validate_federation(&self) -> Vec<Problem> {
         use crate::federation::tls;
         let fed = &self.federation;
-        let invalid = |key: &'static str, message: String| Invalid { key, message };
+        let mut problems = Vec::new();
+        let mut invalid = |path: &[&str], message: String| problems.push(Problem::new(path, message));
         let set = |p: &PathBuf| !p.as_os_str().is_empty();
         match (set(&fed.tls_certificate), set(&fed.tls_private_key)) {
-            (true, false) => {
-                return Err(invalid(
-                    "federation.tls_private_key",
-                    "is empty but tls_certificate is set; set both or neither".into(),
-                ));
-            }
-            (false, true) => {
-                return Err(invalid(
-                    "federation.tls_certificate",
-                    "is empty but tls_private_key is set; set both or neither".into(),
-                ));
-            }
+            (true, false) => invalid(
+                &["federation", "tls_private_key"],
+                "is empty but tls_certificate is set; set both or neither".into(),
+            ),
+            (false, true) => invalid(
+                &["federation", "tls_certificate"],
+                "is empty but tls_private_key is set; set both or neither".into(),
+            ),
             (true, true) => {
-                tls::read_certificates(&fed.tls_certificate).map_err(|m| invalid("federation.tls_certificate", m))?;
-                tls::read_private_key(&fed.tls_private_key).map_err(|m| invalid("federation.tls_private_key", m))?;
+                if let Err(m) = tls::read_certificates(&fed.tls_certificate) {
+                    invalid(&["federation", "tls_certificate"], m);
+                }
+                if let Err(m) = tls::read_private_key(&fed.tls_private_key) {
+                    invalid(&["federation", "tls_private_key"], m);
+                }
             }
             (false, false) => {}
         }
-        if set(&fed.ca_bundle) {
-            tls::read_certificates(&fed.ca_bundle).map_err(|m| invalid("federation.ca_bundle", m))?;
+        if set(&fed.ca_bundle)
+            && let Err(m) = tls::read_certificates(&fed.ca_bundle)
+        {
+            invalid(&["federation", "ca_bundle"], m);
         }
         for entry in &fed.allowlist {
             let name = entry.strip_prefix("*.").unwrap_or(entry);
             if entry != "*" && ruma::ServerName::parse(name).is_err() {
-                return Err(invalid(
-                    "federation.allowlist",
-                    format!("{entry:?} is not a server name, \"*\" or \"*.suffix\""),
-                ));
+                invalid(&["federation", "allowlist"], format!("{entry:?} is not a server name, \"*\" or \"*.suffix\""));
             }
         }
         for (name, target) in &fed.host_overrides {
+            let entry = ["federation", "host_overrides", name.as_str()];
             if ruma::ServerName::parse(name).is_err() {
-                return Err(invalid("federation.host_overrides", format!("{name:?} is not a server name")));
+                invalid(&entry, format!("{name:?} is not a server name"));
             }
             if crate::federation::resolve::parse_override(target).is_none() {
-                return Err(invalid(
-                    "federation.host_overrides",
-                    format!("{name} = {target:?}: not \"host:port\", \"ip:port\" or \"[ipv6]:port\""),
-                ));
+                invalid(&entry, format!("{target:?} is not \"host:port\", \"ip:port\" or \"[ipv6]:port\""));
             }
         }
         for (key_id, old) in &fed.old_verify_keys {
+            let entry = ["federation", "old_verify_keys", key_id.as_str()];
             if !key_id.starts_with("ed25519:") || key_id.len() <= "ed25519:".len() {
-                return Err(invalid(
-                    "federation.old_verify_keys",
-                    format!("{key_id:?} is not a key ID such as \"ed25519:abc\""),
-                ));
+                invalid(&entry, format!("{key_id:?} is not a key ID such as \"ed25519:abc\""));
             }
             let bytes =
                 ruma::serde::Base64::<ruma::serde::base64::Standard>::parse(&old.key).map(|b| b.as_bytes().len()).ok();
             if bytes != Some(32) {
-                return Err(invalid(
-                    "federation.old_verify_keys",
-                    format!("{key_id}: key is not the unpadded base64 of a 32-byte ed25519 public key"),
-                ));
+                invalid(&entry, "key is not the unpadded base64 of a 32-byte ed25519 public key".to_owned());
             }
         }
-        Ok(())
+        problems
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        ruma::ServerName::parse(&self.server_name)
-            .map_err(|e| ConfigError(format!("server_name {:?} is not a valid server name: {e}", self.server_name)))?;
-        if crate::rooms::version_rules(&self.rooms.default_version).is_none() {
-            return Err(ConfigError(format!(
-                "rooms.default_version {:?} is not supported; use one of {:?}",
-                self.rooms.default_version,
-                crate::rooms::SUPPORTED_VERSIONS
-            )));
+    /// The checks of values that have the right type but are wrong, every one of them.
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut invalid = |path: &[&str], message: String| problems.push(Problem::new(path, message));
+        if let Err(e) = ruma::ServerName::parse(&self.server_name) {
+            invalid(&["server_name"], format!("{:?} is not a valid server name: {e}", self.server_name));
         }
-        crate::media::MediaPolicy::from_config(&self.media).map_err(ConfigError)?;
+        if crate::rooms::version_rules(&self.rooms.default_version).is_none() {
+            invalid(
+                &["rooms", "default_version"],
+                format!(
+                    "{:?} is not supported; use one of {:?}",
+                    self.rooms.default_version,
+                    crate::rooms::SUPPORTED_VERSIONS
+                ),
+            );
+        }
+        // Each pattern alone, so that every bad one is named; the policy's message starts
+        // with the option, which the line already names.
+        let media = &self.media;
+        let mut media_problems = 0;
+        for (option, list) in [("refused_types", &media.refused_types), ("allowed_types", &media.allowed_types)] {
+            for pattern in list {
+                let one = std::slice::from_ref(pattern);
+                let (refused, allowed): (&[String], &[String]) =
+                    if option == "refused_types" { (one, &[]) } else { (&[], one) };
+                if let Err(e) = crate::media::MediaPolicy::new(media.max_upload_bytes, refused, allowed) {
+                    let prefix = format!("media.{option}: ");
+                    invalid(&["media", option], e.strip_prefix(&prefix).unwrap_or(&e).to_owned());
+                    media_problems += 1;
+                }
+            }
+        }
+        if media_problems == 0
+            && let Err(e) = crate::media::MediaPolicy::from_config(media)
+        {
+            invalid(&["media"], e);
+        }
         if crate::admin::time::parse_utc_offset(&self.admin.utc_offset).is_none() {
-            return Err(ConfigError(format!(
-                "admin.utc_offset {:?} is not an offset from UTC such as \"+09:00\"",
-                self.admin.utc_offset
-            )));
+            invalid(
+                &["admin", "utc_offset"],
+                format!("{:?} is not an offset from UTC such as \"+09:00\"", self.admin.utc_offset),
+            );
         }
         if !self.admin.archive_user.is_empty() && ruma::UserId::parse(&self.admin.archive_user).is_err() {
-            return Err(ConfigError(format!(
-                "admin.archive_user {:?} is not a user ID such as \"@archive:{}\"",
-                self.admin.archive_user, self.server_name
-            )));
+            invalid(
+                &["admin", "archive_user"],
+                format!("{:?} is not a user ID such as \"@archive:{}\"", self.admin.archive_user, self.server_name),
+            );
+        }
+        for gateway in &self.push.gateways {
+            if let Err(e) = crate::push::gateway_origin(gateway) {
+                invalid(&["push", "gateways"], e);
+            }
         }
         if self.registration.mode == RegistrationMode::Token && self.registration.tokens.is_empty() {
             tracing::warn!("registration.mode is \"token\" but registration.tokens is empty");
         }
-        Ok(())
+        problems
     }
 
     /// The database URL, with the embedded default filled in.
@@ -491,34 +573,121 @@ impl Config {
     }
 }
 
-/// A value that is well-formed but wrong; `key` is `section.key`, so that the message can
-/// point at its line or variable.
-struct Invalid {
-    key: &'static str,
+/// One problem with the configuration. `path` is the keys from the top
+/// (`["federation", "host_overrides", "pref.example"]`; keys may hold dots), so that the
+/// message can point at its line in the file or at the variable that set it.
+struct Problem {
+    path: Vec<String>,
     message: String,
 }
 
-/// The line (1-based) where `section.key` is set in a TOML text: `key = ...` under
-/// `[section]`, or `section.key = ...` at the top, or a `[section.key]` table.
-fn line_of(text: &str, dotted: &str) -> Option<usize> {
-    let (section, key) = dotted.split_once('.')?;
-    let mut current = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if let Some(header) = line.strip_prefix('[') {
-            current = header.trim_end_matches(']').trim().to_owned();
-            if current == dotted {
-                return Some(i + 1);
+impl Problem {
+    fn new(path: &[&str], message: String) -> Self {
+        Self { path: path.iter().map(|k| (*k).to_owned()).collect(), message }
+    }
+}
+
+/// The configuration file as read, to find the line of a key.
+struct FileSource {
+    name: String,
+    text: String,
+    /// `None` only if toml_edit refused what toml accepted (the same parser, so never).
+    doc: Option<toml_edit::ImDocument<String>>,
+}
+
+/// Finds the keys the configuration does not know and the values it cannot take. Each
+/// value is deserialised alone into a `Config` (every section has defaults), so serde
+/// words the problem as a whole-file parse would (unknown field and the known ones,
+/// expected type, unknown variant, an address that does not parse), and one problem does
+/// not hide the next. Sections are entered key by key; a map section such as
+/// `federation.host_overrides` has an empty default, so each of its entries is checked
+/// whole, whatever its key.
+fn check_shape(table: &toml::Table, known: Option<&toml::Table>, path: &mut Vec<String>, problems: &mut Vec<Problem>) {
+    for (key, value) in table {
+        path.push(key.clone());
+        match (value, known.and_then(|k| k.get(key))) {
+            (toml::Value::Table(inner), Some(toml::Value::Table(default))) => {
+                check_shape(inner, Some(default), path, problems);
             }
-            continue;
+            _ => {
+                let alone = path
+                    .iter()
+                    .rev()
+                    .fold(value.clone(), |v, k| toml::Value::Table(toml::Table::from_iter([(k.clone(), v)])));
+                if let Err(e) = alone.try_into::<Config>() {
+                    problems.push(Problem { path: path.clone(), message: e.message().to_owned() });
+                }
+            }
         }
-        let Some((name, _)) = line.split_once('=') else { continue };
-        let name = name.trim().trim_matches('"');
-        if (current == section && name == key) || (current.is_empty() && name == dotted) {
-            return Some(i + 1);
+        path.pop();
+    }
+}
+
+/// Removes the value at `path`, if it is there.
+fn remove_path(table: &mut toml::Table, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else { return };
+    let mut current = table;
+    for key in parents {
+        match current.get_mut(key).and_then(toml::Value::as_table_mut) {
+            Some(next) => current = next,
+            None => return,
         }
     }
-    None
+    current.remove(last);
+}
+
+/// The problems as lines naming where each value came from: the variable that set it,
+/// else its line in the file. Sorted by line, so they read in the file's order.
+fn report(problems: Vec<Problem>, file: Option<&FileSource>, from_env: &[(Vec<String>, String)]) -> ConfigError {
+    let mut any_env = false;
+    let mut lines: Vec<(usize, String)> = problems
+        .into_iter()
+        .map(|p| {
+            let key = display_path(&p.path);
+            let what = if key.is_empty() { p.message } else { format!("{key}: {}", p.message) };
+            if let Some((_, var)) = from_env.iter().find(|(path, _)| *path == p.path) {
+                any_env = true;
+                return (usize::MAX, format!("{var}: {what}"));
+            }
+            match file {
+                Some(f) => match f.doc.as_ref().and_then(|doc| line_in(doc, &f.text, &p.path)) {
+                    Some(n) => (n, format!("{}: line {n}: {what}", f.name)),
+                    None => (usize::MAX, format!("{}: {what}", f.name)),
+                },
+                None => (usize::MAX, what),
+            }
+        })
+        .collect();
+    lines.sort_by_key(|(line, _)| *line);
+    let source = match (file, any_env) {
+        (Some(f), false) => f.name.clone(),
+        (Some(f), true) => format!("{} and the KAIRAN_* variables", f.name),
+        (None, _) => "the KAIRAN_* variables".to_owned(),
+    };
+    ConfigError { problems: lines.into_iter().map(|(_, l)| l).collect(), source }
+}
+
+/// `federation.host_overrides."pref.example"`: keys joined with dots, quoted where TOML
+/// would need quotes.
+fn display_path(path: &[String]) -> String {
+    let bare = |k: &str| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    path.iter().map(|k| if bare(k) { k.clone() } else { format!("{k:?}") }).collect::<Vec<_>>().join(".")
+}
+
+/// The line (1-based) where the value at `path` is written: its key's line, or, when the
+/// key itself is not in the file (a default), the deepest of its sections that is.
+fn line_in(doc: &toml_edit::ImDocument<String>, text: &str, path: &[String]) -> Option<usize> {
+    let mut table: &dyn toml_edit::TableLike = doc.as_table();
+    let mut span = None;
+    for key in path {
+        let Some((k, item)) = table.get_key_value(key) else { break };
+        span = k.span().or_else(|| item.span()).or(span);
+        match item.as_table_like() {
+            Some(inner) => table = inner,
+            None => break,
+        }
+    }
+    span.map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
 }
 
 /// Whether `SECTION__KEY` names an option of the configuration (a value, not a section:
@@ -709,12 +878,13 @@ mod tests {
         assert!(err.contains("set both or neither"), "{err}");
         write("[federation.host_overrides]\n\"pref.example\" = \"10.0.0.1:http\"\n");
         let err = Config::load(Some(&f), []).unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("pref.example"), "{err}");
+        // The entry's own line, not its section's.
+        assert!(err.contains("line 2") && err.contains("pref.example"), "{err}");
         write(
             "[federation.host_overrides]\n\"pref.example\" = \"10.0.0.1\"\n\n[federation.old_verify_keys]\n\"ed25519:old\" = { key = \"AAAA\", expired_ts = 1 }\n",
         );
         let err = Config::load(Some(&f), []).unwrap_err().to_string();
-        assert!(err.contains("line 4") && err.contains("32-byte"), "{err}");
+        assert!(err.contains("line 5") && err.contains("32-byte"), "{err}");
         let key = "Iz6VgsVIx8AyF27vsdNfFIdCbyyuAtO4HWUu1bLnjDU";
         write(&format!("[federation.old_verify_keys]\n\"ed25519:old\" = {{ key = \"{key}\", expired_ts = 1 }}\n"));
         let c = Config::load(Some(&f), []).unwrap();
@@ -726,12 +896,155 @@ mod tests {
     }
 
     #[test]
-    fn line_of_finds_sections_tables_and_dotted_keys() {
-        let text = "a = 1\n[federation]\n tls_certificate = \"x\"\n[federation.host_overrides]\nx = \"y\"\n";
-        assert_eq!(line_of(text, "federation.tls_certificate"), Some(3));
-        assert_eq!(line_of(text, "federation.host_overrides"), Some(4));
-        assert_eq!(line_of("federation.ca_bundle = \"x\"\n", "federation.ca_bundle"), Some(1));
-        assert_eq!(line_of(text, "federation.ca_bundle"), None);
+    fn line_in_finds_sections_tables_dotted_and_inline_keys() {
+        let text = "a = 1\n[federation]\n tls_certificate = \"x\"\n[federation.host_overrides]\n\"p.example\" = \"y\"\n\n[listen]\nclient = { x = 1, y = 2 }\n";
+        let doc = toml_edit::ImDocument::parse(text.to_owned()).unwrap();
+        let line = |path: &[&str]| line_in(&doc, text, &path.iter().map(|k| (*k).to_owned()).collect::<Vec<_>>());
+        assert_eq!(line(&["federation", "tls_certificate"]), Some(3));
+        assert_eq!(line(&["federation", "host_overrides"]), Some(4));
+        assert_eq!(line(&["federation", "host_overrides", "p.example"]), Some(5));
+        assert_eq!(line(&["listen", "client", "y"]), Some(8));
+        // Not in the file: the deepest section that is.
+        assert_eq!(line(&["federation", "ca_bundle"]), Some(2));
+        assert_eq!(line(&["rooms", "default_version"]), None);
+        let text = "federation.ca_bundle = \"x\"\n";
+        let doc = toml_edit::ImDocument::parse(text.to_owned()).unwrap();
+        assert_eq!(line_in(&doc, text, &["federation".to_owned(), "ca_bundle".to_owned()]), Some(1));
+    }
+
+    fn load_file(text: &str, env: &[(&str, &str)]) -> (String, ConfigError) {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("c.toml");
+        std::fs::write(&f, text).unwrap();
+        let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        let err = Config::load(Some(&f), env).unwrap_err();
+        (f.display().to_string(), err)
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_line() {
+        let text = "\
+server_name = \"pref.example\"
+servername = \"x\"
+
+[listen]
+client = \"127.0.0.1:8008\"
+clinet = \"127.0.0.1:1\"
+
+[rate_limits]
+burst = \"many\"
+
+[admin]
+utc_offset = \"JST\"
+";
+        let (f, err) = load_file(text, &[]);
+        let problems = err.problems();
+        assert_eq!(problems.len(), 4, "{err}");
+        assert!(problems[0].starts_with(&format!("{f}: line 2: servername: unknown field `servername`")), "{err}");
+        assert!(problems[1].starts_with(&format!("{f}: line 6: listen.clinet: unknown field `clinet`")), "{err}");
+        assert!(
+            problems[2].starts_with(&format!("{f}: line 9: rate_limits.burst: invalid type: string \"many\"")),
+            "{err}"
+        );
+        assert!(problems[3].starts_with(&format!("{f}: line 12: admin.utc_offset: \"JST\" is not an offset")), "{err}");
+        assert_eq!(err.summary(), format!("4 problems in {f}"));
+        assert!(err.to_string().ends_with(&format!("\n4 problems in {f}")), "{err}");
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported() {
+        let text = "\
+[federation]
+allowlist = [\"a b\", \"pref.example\", \"c d\"]
+
+[federation.host_overrides]
+\"a.example\" = \"10.0.0.1:http\"
+\"b.example\" = 8448
+
+[federation.old_verify_keys]
+\"ed25519:old\" = { key = \"AAAA\", expired_ts = 1 }
+\"ed25519:older\" = { key = \"AAAA\", expird_ts = 1 }
+
+[media]
+refused_types = [\"word\", \"excel\"]
+
+[push]
+gateways = [\"https://push.example/notify\"]
+";
+        let (f, err) = load_file(text, &[]);
+        let problems = err.problems();
+        let expected = [
+            "line 2: federation.allowlist: \"a b\"",
+            "line 2: federation.allowlist: \"c d\"",
+            "line 5: federation.host_overrides.\"a.example\": \"10.0.0.1:http\" is not",
+            "line 6: federation.host_overrides.\"b.example\": invalid type: integer",
+            "line 9: federation.old_verify_keys.\"ed25519:old\": key is not",
+            "line 10: federation.old_verify_keys.\"ed25519:older\": unknown field `expird_ts`",
+            "line 13: media.refused_types: \"word\"",
+            "line 13: media.refused_types: \"excel\"",
+            "line 16: push.gateways: \"https://push.example/notify\" must be an origin only",
+        ];
+        assert_eq!(problems.len(), expected.len(), "{err}");
+        for (problem, want) in problems.iter().zip(expected) {
+            assert!(problem.starts_with(&format!("{f}: {want}")), "{problem:?} is not {want:?}\n{err}");
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_not_also_reported_as_invalid() {
+        // Without it, tls_certificate alone would be "set both or neither".
+        let (f, err) = load_file("[federation]\ntls_certificate = \"/no/cert.pem\"\ntls_private_key = 5\n", &[]);
+        let problems = err.problems();
+        assert_eq!(problems.len(), 1, "{err}");
+        assert!(problems[0].starts_with(&format!("{f}: line 3: federation.tls_private_key: invalid type")), "{err}");
+        // A whole section of the wrong type is one problem.
+        let (f, err) = load_file("listen = \"127.0.0.1:8008\"\nrooms.default_version = [12]\n", &[]);
+        assert_eq!(err.problems().len(), 2, "{err}");
+        assert!(err.problems()[0].starts_with(&format!("{f}: line 1: listen: invalid type: string")), "{err}");
+        assert!(err.problems()[1].starts_with(&format!("{f}: line 2: rooms.default_version: invalid type")), "{err}");
+    }
+
+    #[test]
+    fn problems_from_variables_name_the_variable() {
+        let env = [
+            ("KAIRAN_RATE_LIMITS__BURST", "many"),
+            ("KAIRAN_LOG__FORMAT", "xml"),
+            ("KAIRAN_SERVER_NAME", "not a name"),
+        ];
+        let (f, err) = load_file("[listen]\nclinet = 1\n", &env);
+        let problems = err.problems();
+        assert_eq!(problems.len(), 4, "{err}");
+        assert!(problems[0].starts_with(&format!("{f}: line 2: listen.clinet: unknown field")), "{err}");
+        for var in [
+            "KAIRAN_RATE_LIMITS__BURST: rate_limits.burst: invalid type",
+            "KAIRAN_LOG__FORMAT: log.format: unknown variant `xml`",
+            "KAIRAN_SERVER_NAME: server_name: \"not a name\"",
+        ] {
+            assert!(problems.iter().any(|p| p.starts_with(var)), "{var}\n{err}");
+        }
+        assert_eq!(err.summary(), format!("4 problems in {f} and the KAIRAN_* variables"));
+        let err = Config::load(None, [("KAIRAN_RATE_LIMITS__BURST".to_owned(), "-1".to_owned())]).unwrap_err();
+        assert_eq!(err.summary(), "1 problem in the KAIRAN_* variables");
+        // A variable's value wins over the file's, and is the one reported.
+        let (_, err) =
+            load_file("[rate_limits]\nburst = 5\nper_second = \"x\"\n", &[("KAIRAN_RATE_LIMITS__BURST", "x")]);
+        assert_eq!(err.problems().len(), 2, "{err}");
+        assert!(err.problems()[0].contains("line 3: rate_limits.per_second"), "{err}");
+        assert!(err.problems()[1].starts_with("KAIRAN_RATE_LIMITS__BURST: "), "{err}");
+    }
+
+    #[test]
+    fn a_syntax_error_is_one_problem() {
+        let (f, err) = load_file("[listen]\nclient = \n", &[]);
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert!(err.problems()[0].starts_with(&format!("{f}: ")) && err.problems()[0].contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn floats_accept_integers() {
+        let (_, err) = load_file("[rate_limits]\nper_second = 10\nburst = 1.5\n", &[]);
+        assert_eq!(err.problems().len(), 1, "{err}");
+        assert!(err.problems()[0].contains("rate_limits.burst"), "{err}");
     }
 
     #[test]

@@ -29,8 +29,9 @@ enum Command {
     Run,
     /// Print a commented configuration with every option at its default.
     GenerateConfig,
-    /// Check a configuration (file and KAIRAN_* variables) without starting; an error
-    /// names the option and, for the file, its line.
+    /// Check a configuration (file and KAIRAN_* variables) without starting: every
+    /// unknown key, wrong type and invalid value, one line each naming the option and its
+    /// line in the file (or its variable).
     CheckConfig,
     /// Create an account.
     CreateUser {
@@ -71,9 +72,17 @@ fn main() -> std::process::ExitCode {
         print!("{}", Config::commented_default());
         return std::process::ExitCode::SUCCESS;
     }
+    // `check-config` and every other command, `run` included, refuse a bad configuration
+    // the same way: each problem on a line of its own, as `FILE: line N: key: message`,
+    // then how many there were.
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => {
+            for problem in e.problems() {
+                eprintln!("{problem}");
+            }
+            return fail(e.summary());
+        }
     };
     init_logging(&config.log);
     let runtime = match tokio::runtime::Runtime::new() {
