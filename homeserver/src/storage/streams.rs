@@ -143,6 +143,7 @@ impl Store {
         device: &str,
         since: i64,
         to: i64,
+        limit: usize,
     ) -> sqlx::Result<Vec<ToDeviceRow>> {
         sqlx::query("DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3")
             .bind(user)
@@ -152,12 +153,13 @@ impl Store {
             .await?;
         let rows = sqlx::query(
             "SELECT stream_pos, sender, event_type, content FROM to_device WHERE user_id = $1 AND device_id = $2 \
-             AND stream_pos > $3 AND stream_pos <= $4 ORDER BY stream_pos LIMIT 100",
+             AND stream_pos > $3 AND stream_pos <= $4 ORDER BY stream_pos LIMIT $5",
         )
         .bind(user)
         .bind(device)
         .bind(since)
         .bind(to)
+        .bind(limit as i64)
         .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()

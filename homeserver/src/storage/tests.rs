@@ -265,8 +265,8 @@ async fn account_data_receipts_to_device_filters(store: &Store) {
         None,
         "a retried transaction is not delivered twice"
     );
-    assert_eq!(store.take_to_device("@b:x", "D", 0, t).await.unwrap().len(), 1);
-    assert_eq!(store.take_to_device("@b:x", "D", t, t).await.unwrap().len(), 0, "acknowledged messages are gone");
+    assert_eq!(store.take_to_device("@b:x", "D", 0, t, 100).await.unwrap().len(), 1);
+    assert_eq!(store.take_to_device("@b:x", "D", t, t, 100).await.unwrap().len(), 0, "acknowledged messages are gone");
 
     assert_eq!(store.put_filter("@a:x", "{\"x\":1}").await.unwrap(), 0);
     assert_eq!(store.put_filter("@a:x", "{\"x\":2}").await.unwrap(), 1);

@@ -38,6 +38,16 @@ pub fn format_token(p: Position) -> String {
     format!("s{}_{}", p.stream, p.typing)
 }
 
+/// The to-device position a sync token carries when the last answer could not hold every
+/// waiting to-device message (`s{stream}_{typing}_{to_device}`): the next sync goes on
+/// from there, so a device that was away long receives every message, once each.
+pub fn parse_to_device_since(token: &str) -> Option<i64> {
+    token.split('_').nth(2).and_then(|s| s.parse().ok())
+}
+
+/// To-device messages per sync answer, as Synapse's.
+const TO_DEVICE_PER_SYNC: usize = 100;
+
 /// How often a syncing client's activity is written to presence.
 const PRESENCE_REFRESH: Duration = Duration::from_secs(60);
 
@@ -49,6 +59,8 @@ pub struct SyncRequest<'a> {
     pub user: &'a UserId,
     pub device: &'a str,
     pub since: Option<Position>,
+    /// Where to-device delivery goes on from, when the last answer was cut short.
+    pub to_device_since: Option<i64>,
     pub filter: Filter,
     pub full_state: bool,
     pub timeout: Duration,
@@ -68,7 +80,8 @@ impl Services {
         rx.borrow_and_update();
         self.expire_typing();
         let (mut seq, now) = self.notifier.snapshot();
-        let waits = req.since.is_some() && !req.full_state;
+        // A token whose to-device messages were cut short has more to give at once.
+        let waits = req.since.is_some() && !req.full_state && req.to_device_since.is_none();
         let mut answer = None;
         if !waits || req.since != Some(now) {
             let (response, has_news) = self.sync_once(&req, now).await?;
@@ -290,13 +303,20 @@ impl Services {
             .map(|(_, t, c)| json!({ "type": t, "content": parse_json(c) }))
             .collect();
 
-        let to_device: Vec<Value> = self
-            .store
-            .take_to_device(user.as_str(), req.device, since.stream, now.stream)
-            .await?
+        // Only what earlier answers handed out is deleted (up to the token's to-device
+        // position); what did not fit in this answer is carried in next_batch.
+        let to_device_from = req.to_device_since.unwrap_or(since.stream).min(since.stream);
+        let messages =
+            self.store.take_to_device(user.as_str(), req.device, to_device_from, now.stream, TO_DEVICE_PER_SYNC).await?;
+        let to_device_next = (messages.len() == TO_DEVICE_PER_SYNC).then(|| messages.last().map(|m| m.stream_pos));
+        let to_device: Vec<Value> = messages
             .into_iter()
             .map(|m| json!({ "sender": m.sender, "type": m.event_type, "content": parse_json(&m.content) }))
             .collect();
+        let next_batch = match to_device_next.flatten() {
+            Some(pos) if pos < now.stream => format!("{}_{pos}", format_token(now)),
+            _ => format_token(now),
+        };
 
         let mut presence = Vec::new();
         if req.filter.presence.allows_type("m.presence") {
@@ -333,7 +353,7 @@ impl Services {
             || !presence.is_empty();
         let otk = self.one_time_key_counts(user, req.device).await?;
         let response = json!({
-            "next_batch": format_token(now),
+            "next_batch": next_batch,
             "rooms": { "join": join, "invite": invite, "leave": leave, "knock": knock },
             "account_data": { "events": global },
             "to_device": { "events": to_device },

@@ -408,9 +408,8 @@ impl Services {
                 None => 0,
             };
             let limit = ext.to_device.limit.map_or(MAX_TO_DEVICE, |l| (u64::from(l) as usize).clamp(1, MAX_TO_DEVICE));
-            let mut messages = self.store.take_to_device(user.as_str(), device, from, now.stream).await?;
+            let messages = self.store.take_to_device(user.as_str(), device, from, now.stream, limit).await?;
             let full = messages.len() >= limit;
-            messages.truncate(limit);
             let next = match messages.last() {
                 Some(last) if full => last.stream_pos,
                 _ => now.stream.max(from),

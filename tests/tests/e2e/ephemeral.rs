@@ -324,3 +324,42 @@ fn room_account_data(sync: &Value, room: &str, kind: &str) -> Option<Value> {
 fn to_device_events(sync: &Value) -> Vec<Value> {
     sync["to_device"]["events"].as_array().cloned().unwrap_or_default()
 }
+
+/// A device away while 250 to-device messages arrive (room keys, in practice) receives
+/// every one, once each, over several syncs: an answer holds at most 100, and its token
+/// goes on from the last one given instead of skipping the rest. A sync from the same
+/// token again (a lost answer) gives the same page again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_to_device_messages_all_arrive_once() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default()).await?;
+    server.create_users(&["alice", "bob"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let bob = server.api("bob", PASSWORD).await?;
+    let mut since = next_batch(&bob.sync(None, 0).await?)?;
+    let bob_device = bob.device_id.clone().context("bob's device")?;
+    const SENT: u64 = 250;
+    for n in 0..SENT {
+        let path = format!("/_matrix/client/v3/sendToDevice/m.room_key/k{n}");
+        let body = json!({ "messages": { bob.me(): { &bob_device: { "n": n } } } });
+        alice.put(&path, &body).await?.ok().context("sendToDevice")?;
+    }
+    let mut seen: Vec<u64> = Vec::new();
+    for round in 0.. {
+        ensure!(round < 10, "still receiving after 10 syncs: {} of {SENT}", seen.len());
+        let page = bob.sync(Some(&since), 0).await?;
+        let events = to_device_events(&page);
+        ensure!(events.len() <= 100, "one answer held {} to-device messages", events.len());
+        if round == 0 {
+            let again = bob.sync(Some(&since), 0).await?;
+            ensure!(to_device_events(&again) == events, "the same token gave another page");
+        }
+        if events.is_empty() {
+            break;
+        }
+        seen.extend(events.iter().filter_map(|e| e["content"]["n"].as_u64()));
+        since = next_batch(&page)?;
+    }
+    let expected: Vec<u64> = (0..SENT).collect();
+    ensure!(seen == expected, "received {} messages, in order and once each? {:?}", seen.len(), &seen);
+    Ok(())
+}

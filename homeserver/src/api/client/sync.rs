@@ -13,7 +13,7 @@ use crate::{
     api::{Ruma, ruma_io::RouterExt},
     error::{Error, Result},
     services::AppState,
-    sync::{Filter, SyncRequest, parse_token},
+    sync::{Filter, SyncRequest, parse_to_device_since, parse_token},
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -51,6 +51,7 @@ async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Js
         user: &auth.user,
         device: &auth.device,
         since: b.since.as_deref().map(parse_token).transpose()?,
+        to_device_since: b.since.as_deref().and_then(parse_to_device_since),
         filter,
         full_state: b.full_state,
         timeout: b.timeout.unwrap_or_default().min(MAX_TIMEOUT),
