@@ -97,9 +97,7 @@ impl Services {
     /// The forward extremities of a room and the state after them (resolved, when
     /// events from other servers forked the room).
     pub(super) async fn parents(&self, room_id: &RoomId) -> Result<Parents> {
-        let mut extremities = Vec::new();
-        let mut depth = 0;
-        let mut groups = Vec::new();
+        let mut candidates = Vec::new();
         for (id, at) in self.store.forward_extremities_at(room_id.as_str()).await? {
             let (group, event_depth) = match at {
                 Some(at) => at,
@@ -109,6 +107,12 @@ impl Services {
                     (row.state_group, pdu.depth as i64)
                 }
             };
+            candidates.push((id, group, event_depth));
+        }
+        let mut extremities = Vec::new();
+        let mut depth = 0;
+        let mut groups = Vec::new();
+        for (id, group, event_depth) in choose_parents(candidates) {
             depth = depth.max(event_depth);
             if !groups.contains(&group) {
                 groups.push(group);
@@ -400,6 +404,7 @@ impl Services {
             push_actions,
             search_text: search_text(&pdu.kind.to_string(), &content),
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
+            received: !self.is_local(&pdu.sender),
         };
         let rules = self.rules_of(&pdu.room_id).await?;
         let mut new = new;
@@ -449,6 +454,24 @@ impl Services {
     }
 }
 
+/// Most parents a new event takes. The format allows 20; taking every extremity would
+/// make a server's own events unsendable once it had more (as Synapse, fewer are taken).
+const MAX_PREV_EVENTS: usize = 10;
+
+/// The extremities `(event_id, state_group, depth)` a new event builds on: all of them
+/// when few, else the newest half and the oldest half of the cap, so the oldest are
+/// merged away over the next events instead of lingering.
+fn choose_parents(mut candidates: Vec<(String, i64, i64)>) -> Vec<(String, i64, i64)> {
+    if candidates.len() <= MAX_PREV_EVENTS {
+        return candidates;
+    }
+    candidates.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    let oldest = candidates.split_off(candidates.len() - MAX_PREV_EVENTS / 2);
+    candidates.truncate(MAX_PREV_EVENTS - oldest.len());
+    candidates.extend(oldest);
+    candidates
+}
+
 /// What `/search` matches for an event: a message's body, a room's name or topic.
 pub(super) fn search_text(kind: &str, content: &Value) -> Option<String> {
     let field = match kind {
@@ -458,4 +481,16 @@ pub(super) fn search_text(kind: &str, content: &Value) -> Option<String> {
         _ => return None,
     };
     content.get(field).and_then(Value::as_str).map(str::to_lowercase)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parents_are_capped_newest_and_oldest() {
+        let many: Vec<(String, i64, i64)> = (0..30).map(|d| (format!("$e{d:02}"), d, d)).collect();
+        let chosen: Vec<i64> = super::choose_parents(many).into_iter().map(|c| c.2).collect();
+        assert_eq!(chosen, vec![29, 28, 27, 26, 25, 4, 3, 2, 1, 0]);
+        let few: Vec<(String, i64, i64)> = (0..3).map(|d| (format!("$e{d}"), d, d)).collect();
+        assert_eq!(super::choose_parents(few.clone()), few);
+    }
 }

@@ -104,6 +104,7 @@ impl Services {
                     push_actions: Vec::new(),
                     search_text: super::append::search_text(&pdu.kind.to_string(), &content),
                     destinations: Vec::new(),
+                    received: true,
                 };
                 let mut new = new;
                 self.judge_redactions(&rules, &pdu, &backfill_state, &mut new).await?;

@@ -60,8 +60,10 @@ const FETCHES_PER_TRANSACTION: u32 = 200;
 /// Time one transaction may spend fetching; what is not had by then is refused for now
 /// (the sender retries, or a later event brings it).
 const FETCH_TIME_PER_TRANSACTION: Duration = Duration::from_secs(20);
-/// Most `/state` requests one PDU's gaps may cause.
+/// Most `/state` requests one PDU's gaps may cause, and one transaction's (each answer
+/// may be 16 MiB).
 const STATE_FETCHES_PER_PDU: usize = 3;
+const STATE_FETCHES_PER_TRANSACTION: u32 = 5;
 
 /// What another server may make this one fetch on its behalf: requests per PDU and per
 /// transaction, and a deadline. Shared by everything one transaction (or one join, one
@@ -70,6 +72,7 @@ const STATE_FETCHES_PER_PDU: usize = 3;
 pub struct FetchBudget {
     transaction_left: AtomicU32,
     pdu_left: AtomicU32,
+    states_left: AtomicU32,
     deadline: Instant,
 }
 
@@ -79,6 +82,7 @@ impl FetchBudget {
         Self {
             transaction_left: AtomicU32::new(FETCHES_PER_TRANSACTION),
             pdu_left: AtomicU32::new(FETCHES_PER_PDU),
+            states_left: AtomicU32::new(STATE_FETCHES_PER_TRANSACTION),
             deadline: Instant::now() + FETCH_TIME_PER_TRANSACTION,
         }
     }
@@ -93,13 +97,22 @@ impl FetchBudget {
         if Instant::now() >= self.deadline {
             return false;
         }
-        let take = |n: &AtomicU32| n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok();
         take(&self.pdu_left) && take(&self.transaction_left)
+    }
+
+    /// Takes one `/state` request (and one request) from the budget.
+    fn take_state(&self) -> bool {
+        take(&self.states_left) && self.take()
     }
 
     fn time_left(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
     }
+}
+
+/// Takes one from a counter unless it is at zero.
+fn take(n: &AtomicU32) -> bool {
+    n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1)).is_ok()
 }
 
 /// What was fetched for a PDU before the room was locked: the events of a gap before it
@@ -641,7 +654,7 @@ impl Services {
         event_id: &EventId,
         budget: &FetchBudget,
     ) -> Result<StateMap> {
-        if !budget.take() {
+        if !budget.take_state() {
             return Err(Error::unavailable("the budget for fetching is spent"));
         }
         let response = self

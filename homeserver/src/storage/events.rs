@@ -88,6 +88,8 @@ pub struct NewEvent {
     pub search_text: Option<String>,
     /// Servers to send this event to, queued in the same transaction.
     pub destinations: Vec<String>,
+    /// Received from another server: events building on it may be stored already.
+    pub received: bool,
 }
 
 /// A redaction whose target was not held when it arrived.
@@ -225,7 +227,21 @@ impl Store {
             };
             placed |= done.rows_affected() > 0;
         }
-        if !placed {
+        // A received event whose child is already stored (the child came first, through a
+        // gap) is no extremity: something builds on it. A local event is new, so has none.
+        let has_child = ev.received
+            && sqlx::query_scalar::<_, i64>("SELECT 1 FROM event_edges WHERE prev_event_id = $1 LIMIT 1")
+                .bind(&ev.event_id)
+                .fetch_optional(&mut **tx)
+                .await?
+                .is_some();
+        if has_child && placed {
+            sqlx::query("DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = $2")
+                .bind(&ev.room_id)
+                .bind(&ev.event_id)
+                .execute(&mut **tx)
+                .await?;
+        } else if !placed && !has_child {
             sqlx::query("INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)")
                 .bind(&ev.room_id)
                 .bind(&ev.event_id)

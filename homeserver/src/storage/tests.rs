@@ -94,6 +94,7 @@ storage_tests!(
     federation_queue_outliers_and_state_replacement,
     events_committed_together_fail_alone,
     push_actions_for_hundreds_of_members,
+    an_event_arriving_after_its_child_is_no_extremity,
 );
 
 fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str, &str)>) -> NewEvent {
@@ -121,6 +122,7 @@ fn event(n: i64, room: &str, prev: Option<&str>, group: i64, state: Option<(&str
         redacts: None,
         withheld_redaction: None,
         redacted_by: None,
+        received: false,
         txn: None,
         txn_key: None,
         push_actions: vec![],
@@ -907,4 +909,30 @@ async fn push_actions_for_hundreds_of_members(store: &Store) {
         assert_eq!(counts, vec![("main".to_owned(), 1, highlight)], "{user}");
     }
     assert!(store.unread_by_thread("@u250:x", "!p:x", |_| 0, pos).await.unwrap().is_empty());
+}
+
+/// The child of an event came first (through a gap); when the event itself arrives it
+/// replaces its own parent as an extremity only if nothing builds on it: here its child
+/// does, so the child stays the one extremity (extremities used to leak this way).
+async fn an_event_arriving_after_its_child_is_no_extremity(store: &Store) {
+    let g = store.create_state_group("!late:x", &StateMap::new()).await.unwrap();
+    let mut root = event(1, "!late:x", None, g, None);
+    root.received = true;
+    store.persist_event(&root).await.unwrap();
+    let mut child = event(3, "!late:x", Some("$e2"), g, None);
+    child.received = true;
+    store.persist_event(&child).await.unwrap();
+    assert_eq!(store.forward_extremities("!late:x").await.unwrap(), vec!["$e1".to_owned(), "$e3".to_owned()]);
+    let mut late = event(2, "!late:x", Some("$e1"), g, None);
+    late.received = true;
+    store.persist_event(&late).await.unwrap();
+    assert_eq!(store.forward_extremities("!late:x").await.unwrap(), vec!["$e3".to_owned()]);
+    // And one that arrives late with no extremity as parent is not added either.
+    let mut orphan_child = event(5, "!late:x", Some("$e4"), g, None);
+    orphan_child.received = true;
+    store.persist_event(&orphan_child).await.unwrap();
+    let mut orphan = event(4, "!late:x", Some("$e9"), g, None);
+    orphan.received = true;
+    store.persist_event(&orphan).await.unwrap();
+    assert_eq!(store.forward_extremities("!late:x").await.unwrap(), vec!["$e3".to_owned(), "$e5".to_owned()]);
 }
