@@ -3,7 +3,7 @@
 # PostgreSQL, and end-to-end tests over real kairan-homeserver processes.
 #
 # Needs PostgreSQL on 127.0.0.1:5432 (user postgres, trust auth) or KAIRAN_TEST_PG_URL.
-# Needs python3 (with venv) and PyPI through pip the first time, for Synapse.
+# Needs python3 (with venv) and PyPI through pip the first time, for Synapse and schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,4 +24,15 @@ cargo build --workspace --bins
 # when missing (about 20 s from PyPI), check it otherwise. If that fails, every other test
 # still runs and the interop tests fail, each saying Synapse is missing.
 bash scripts/synapse-venv.sh || echo "test.sh: Synapse could not be installed; the federation_synapse tests will fail" >&2
+# Schema-driven bad input over the whole Client-Server API (about a minute): no 5xx, no
+# panic. Only on a full run (no nextest arguments), and before nextest so that nextest's
+# summary stays the last thing printed; its failure fails the run once nextest is done.
+schemathesis_status=0
+if [[ $# -eq 0 ]]; then
+  bash scripts/schemathesis.sh || schemathesis_status=$?
+fi
 cargo nextest run --workspace --profile "${NEXTEST_PROFILE:-default}" "$@"
+if [[ $schemathesis_status -ne 0 ]]; then
+  echo "test.sh: scripts/schemathesis.sh failed (exit $schemathesis_status; its report is above the tests, files in target/schemathesis)" >&2
+  exit "$schemathesis_status"
+fi
