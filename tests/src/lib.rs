@@ -12,9 +12,12 @@
 //!   Synapse) serve and trust; [`ServerOptions::federation`] turns a server's federation on.
 //! - [`synapse::SynapseServer`] starts Synapse (from the venv of `scripts/synapse-venv.sh`)
 //!   as a federation peer for the interoperability tests.
+//! - [`hostile::HostileServer`] is a fake homeserver the tests script to attack kairan
+//!   over federation (forged events, endless auth chains, huge and malformed answers).
 //! - [`assert_matrix_error`] / [`assert_sdk_error`] check a Matrix error response.
 
 mod api;
+pub mod hostile;
 mod pg;
 mod server;
 

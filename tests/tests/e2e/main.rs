@@ -41,6 +41,7 @@ mod federation_keys;
 mod federation_membership;
 mod federation_synapse;
 mod federation_transport;
+mod hostile;
 mod media;
 mod metrics;
 mod operations;
