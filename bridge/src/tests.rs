@@ -46,7 +46,12 @@ macro_rules! both_backends {
     };
 }
 
-both_backends!(append_dedup_and_verify, concurrent_appends_leave_no_gaps, disposal_and_holds, holds_cover_what_arrived_in_their_range);
+both_backends!(
+    append_dedup_and_verify,
+    concurrent_appends_leave_no_gaps,
+    disposal_and_holds,
+    holds_cover_what_arrived_in_their_range
+);
 
 struct TestDb {
     admin: String,

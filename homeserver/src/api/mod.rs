@@ -18,7 +18,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-pub use self::ruma_io::{Auth, Ruma, RumaResponse};
+pub use self::ruma_io::{Auth, RouterExt, Ruma, RumaResponse};
 use crate::{error::Error, services::AppState};
 
 /// The whole HTTP application of the client listener.
@@ -96,7 +96,10 @@ mod tests {
     fn secret_path_segments_are_not_logged() {
         let shown = super::loggable_path("/_kairan/admin/v1/registration_tokens/s3cr3t-t0ken");
         assert_eq!(shown, "/_kairan/admin/v1/registration_tokens/<secret>");
-        assert_eq!(super::loggable_path("/_kairan/admin/v1/registration_tokens"), "/_kairan/admin/v1/registration_tokens");
+        assert_eq!(
+            super::loggable_path("/_kairan/admin/v1/registration_tokens"),
+            "/_kairan/admin/v1/registration_tokens"
+        );
         assert_eq!(super::loggable_path("/_matrix/client/v3/sync"), "/_matrix/client/v3/sync");
     }
 }

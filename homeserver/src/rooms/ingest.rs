@@ -225,7 +225,8 @@ impl Services {
         let mut unknown = Vec::new();
         for event in prepared.gap.iter().chain(std::iter::once(pdu)) {
             for prev in &event.prev_events {
-                if !known.contains(&**prev) && !unknown.contains(prev) && !self.store.in_timeline(prev.as_str()).await? {
+                if !known.contains(&**prev) && !unknown.contains(prev) && !self.store.in_timeline(prev.as_str()).await?
+                {
                     unknown.push(prev.clone());
                 }
             }

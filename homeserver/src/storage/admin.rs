@@ -525,10 +525,11 @@ impl Store {
     /// `(user_id, department)` of the accounts that existed during `[start_ts, end_ts)`:
     /// created before its end and not deactivated before its start.
     pub async fn accounts_during(&self, start_ts: i64, end_ts: i64) -> sqlx::Result<Vec<(String, Option<String>)>> {
-        let rows = sqlx::query(
-            AssertSqlSafe(format!("SELECT user_id, department FROM users WHERE created_ts < $2 AND {} \
-             AND (deactivated = 0 OR (deactivated_ts IS NOT NULL AND deactivated_ts >= $1))", super::NOT_A_SERVER_ACCOUNT)),
-        )
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT user_id, department FROM users WHERE created_ts < $2 AND {} \
+             AND (deactivated = 0 OR (deactivated_ts IS NOT NULL AND deactivated_ts >= $1))",
+            super::NOT_A_SERVER_ACCOUNT
+        )))
         .bind(start_ts)
         .bind(end_ts)
         .fetch_all(&mut *self.conn().await?)

@@ -306,8 +306,10 @@ impl Services {
         // Only what earlier answers handed out is deleted (up to the token's to-device
         // position); what did not fit in this answer is carried in next_batch.
         let to_device_from = req.to_device_since.unwrap_or(since.stream).min(since.stream);
-        let messages =
-            self.store.take_to_device(user.as_str(), req.device, to_device_from, now.stream, TO_DEVICE_PER_SYNC).await?;
+        let messages = self
+            .store
+            .take_to_device(user.as_str(), req.device, to_device_from, now.stream, TO_DEVICE_PER_SYNC)
+            .await?;
         let to_device_next = (messages.len() == TO_DEVICE_PER_SYNC).then(|| messages.last().map(|m| m.stream_pos));
         let to_device: Vec<Value> = messages
             .into_iter()

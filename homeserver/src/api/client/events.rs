@@ -230,8 +230,10 @@ async fn relating(
     let limit = limit.map_or(50, u64::from).clamp(1, 1000) as i64;
     let (lower, upper) =
         if backwards { (to.unwrap_or(0), from.unwrap_or(current)) } else { (from.unwrap_or(0), to.unwrap_or(current)) };
-    let rows =
-        state.store.relations(room_id.as_str(), event_id.as_str(), rel_type.as_deref(), lower, upper, backwards, limit + 1).await?;
+    let rows = state
+        .store
+        .relations(room_id.as_str(), event_id.as_str(), rel_type.as_deref(), lower, upper, backwards, limit + 1)
+        .await?;
     let more = rows.len() as i64 > limit;
     let rows: Vec<EventRow> = rows.into_iter().take(limit as usize).collect();
     let next = rows.last().map(|r| if backwards { r.stream_ordering - 1 } else { r.stream_ordering });
