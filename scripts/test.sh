@@ -20,6 +20,14 @@ fi
 
 # The end-to-end tests run the server binary; build it once, beside the tests.
 cargo build --workspace --bins
+# The fuzz targets (fuzz/, scripts/fuzz.sh) for FUZZ_SECONDS each (default 20; 0 skips
+# them), on a full run only. Before the tests, so that nextest's summary stays the last thing
+# printed; a crash fails the run when the script exits, after the tests have run.
+fuzz_status=0
+if [[ $# -eq 0 ]]; then
+  bash scripts/fuzz.sh "${FUZZ_SECONDS:-20}" || fuzz_status=$?
+fi
+trap 'rc=$?; if [[ $rc -eq 0 && $fuzz_status -ne 0 ]]; then echo "test.sh: scripts/fuzz.sh failed (exit $fuzz_status; its report is above the tests)" >&2; exit "$fuzz_status"; fi' EXIT
 # The federation interop tests run Synapse from a venv (target/synapse-venv); install it
 # when missing (about 20 s from PyPI), check it otherwise. If that fails, every other test
 # still runs and the interop tests fail, each saying Synapse is missing.
