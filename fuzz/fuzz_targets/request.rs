@@ -81,11 +81,16 @@ fn router() -> &'static Router {
 }
 
 /// libFuzzer aborts on every panic, caught or not. kairan catches ruma's panics on odd
-/// bodies on purpose (`Ruma::from_request`), so this hook only reports each place that
-/// panicked, once; a panic that is not caught still ends in libFuzzer's abort.
+/// bodies (`Ruma::from_request`) as a last resort, so by default this hook only reports
+/// each place that panicked, once (scripts/fuzz.sh repeats those lines); a panic that is
+/// not caught still ends in libFuzzer's abort. With `KAIRAN_FUZZ_STRICT_PANICS` set, a
+/// caught panic is a crash too.
 fn report_panics() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
+        if std::env::var_os("KAIRAN_FUZZ_STRICT_PANICS").is_some() {
+            return;
+        }
         let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
         std::panic::set_hook(Box::new(move |info| {
             let place = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
