@@ -7,7 +7,7 @@ mod typing;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use ruma::{RoomId, UserId};
+use ruma::{RoomId, UserId, events::TimelineEventType};
 use serde_json::{Map, Value, json};
 
 pub use self::{
@@ -425,7 +425,23 @@ impl Services {
         let limited = rows.len() as i64 > limit;
         rows.truncate(limit as usize);
         rows.reverse();
-        let visible = self.visible_events(opts.viewer, rows).await?;
+        let mut visible = self.visible_events(opts.viewer, rows).await?;
+        // Events held without the room's state before them (an invite or a knock received
+        // over federation before this server joined) are not part of the joined room's
+        // timeline: the state at the start would be empty and the client would see a room
+        // without name or encryption. The timeline starts where the state is known.
+        let mut out_of_band = 0;
+        for row in &visible {
+            let state = self.state_at_group(row.state_group_before).await?;
+            let is_create = self.pdu(&row.event_id).await?.is_some_and(|p| p.kind == TimelineEventType::RoomCreate);
+            if is_create || state.contains_key(&("m.room.create".to_owned(), String::new())) {
+                break;
+            }
+            out_of_band += 1;
+        }
+        if out_of_band > 0 && out_of_band < visible.len() {
+            visible.drain(..out_of_band);
+        }
         let events: Vec<Value> =
             self.client_events(&visible, opts).await?.into_iter().filter(|e| timeline_filter.allows(e)).collect();
         let prev_batch = match visible.first() {

@@ -5,7 +5,10 @@ use anyhow::{Context as _, ensure};
 use kairan_tests::{PASSWORD, TestServer, enc};
 use serde_json::{Value, json};
 
-use crate::federation::{FEDERATION_DEADLINE, federating_server, or_panic, wait_for, wait_invite, wait_membership};
+use crate::{
+    federation::{FEDERATION_DEADLINE, federating_server, or_panic, wait_for, wait_invite, wait_membership},
+    support::next_batch,
+};
 
 const V1: &str = "/_kairan/admin/v1";
 
@@ -348,6 +351,76 @@ async fn room_policy_and_shutdown_bind_other_servers() -> anyhow::Result<()> {
                 .ok()?;
             let refused = join_via(&mayor, &other, &pref).await?;
             ensure!(refused.status == 403, "a join into a shut-down room got {}: {}", refused.status, refused.text);
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
+
+/// The state sections of a sync's joined room, as `(type, state_key)`.
+fn synced_state(sync: &Value, room: &str) -> Vec<(String, String)> {
+    let room = &sync["rooms"]["join"][room];
+    room["state"]["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(room["timeline"]["events"].as_array().into_iter().flatten())
+        .filter(|e| e.get("state_key").is_some())
+        .map(|e| (e["type"].as_str().unwrap_or("").to_owned(), e["state_key"].as_str().unwrap_or("").to_owned()))
+        .collect()
+}
+
+/// A mayor invited from another server, who then joins through it, gets the room's state
+/// in `/sync`: initial, incremental across the join, and lazy-loading. It used to be only
+/// the mayor's own invite and join (the invite came before this server knew the room's
+/// state), so an encrypted room looked unencrypted and nameless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_join_brings_the_room_state_to_sync() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor
+                .create_room(&json!({
+                    "name": "Governor and mayors", "topic": "budget 2027", "preset": "private_chat",
+                    "invite": [mayor.me()],
+                    "initial_state": [{ "type": "m.room.encryption", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                }))
+                .await?;
+            let before = next_batch(&mayor.sync(None, 0).await?)?;
+            wait_invite(&mayor, &room).await?;
+            join_via(&mayor, &room, &pref).await?.ok()?;
+            let wanted = [
+                ("m.room.create", ""),
+                ("m.room.encryption", ""),
+                ("m.room.name", ""),
+                ("m.room.topic", ""),
+                ("m.room.power_levels", ""),
+                ("m.room.join_rules", ""),
+                ("m.room.member", governor.me()),
+                ("m.room.member", mayor.me()),
+            ];
+            let lazy = enc(&json!({ "room": { "state": { "lazy_load_members": true } } }).to_string());
+            for (what, path) in [
+                ("initial sync", "/_matrix/client/v3/sync".to_owned()),
+                ("incremental sync across the join", format!("/_matrix/client/v3/sync?since={}", enc(&before))),
+                ("lazy-loading initial sync", format!("/_matrix/client/v3/sync?filter={lazy}")),
+            ] {
+                let sync = mayor.get(&path).await?.ok()?;
+                let state = synced_state(&sync, &room);
+                for (t, k) in wanted {
+                    // A lazy-loading client gets the members of the timeline's senders (here the mayor).
+                    if what.starts_with("lazy") && t == "m.room.member" && k != mayor.me() {
+                        continue;
+                    }
+                    ensure!(
+                        state.iter().any(|(st, sk)| st == t && sk == k),
+                        "{what}: no {t}/{k} for the joined room; state and timeline hold {state:?}"
+                    );
+                }
+            }
             Ok(())
         }
         .await,
