@@ -359,7 +359,7 @@ async fn room_policy_and_shutdown_bind_other_servers() -> anyhow::Result<()> {
 }
 
 /// The state sections of a sync's joined room, as `(type, state_key)`.
-fn synced_state(sync: &Value, room: &str) -> Vec<(String, String)> {
+pub(crate) fn synced_state(sync: &Value, room: &str) -> Vec<(String, String)> {
     let room = &sync["rooms"]["join"][room];
     room["state"]["events"]
         .as_array()
