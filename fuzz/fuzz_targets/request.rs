@@ -80,15 +80,15 @@ fn router() -> &'static Router {
     })
 }
 
-/// libFuzzer aborts on every panic, caught or not. kairan catches ruma's panics on odd
-/// bodies (`Ruma::from_request`) as a last resort, so by default this hook only reports
-/// each place that panicked, once (scripts/fuzz.sh repeats those lines); a panic that is
-/// not caught still ends in libFuzzer's abort. With `KAIRAN_FUZZ_STRICT_PANICS` set, a
-/// caught panic is a crash too.
+/// libFuzzer aborts on every panic, caught or not, and so a panic kairan catches as a last
+/// resort (`Ruma::from_request`) is a crash too: it is still a defect to fix or report.
+/// With `KAIRAN_FUZZ_LENIENT_PANICS` set (to look past a known one during a long run), this
+/// hook only reports each place that panicked, once (scripts/fuzz.sh repeats those lines);
+/// a panic that is not caught still ends in libFuzzer's abort.
 fn report_panics() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        if std::env::var_os("KAIRAN_FUZZ_STRICT_PANICS").is_some() {
+        if std::env::var_os("KAIRAN_FUZZ_LENIENT_PANICS").is_none() {
             return;
         }
         let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());

@@ -104,9 +104,11 @@ pub(crate) fn access_token(parts: &Parts) -> Option<String> {
 fn refuse_what_ruma_panics_on<T: 'static>(body: &[u8]) -> Result<()> {
     use std::any::TypeId;
     if TypeId::of::<T>() == TypeId::of::<ruma::api::client::session::login::v3::Request>() {
+        // The first JSON value, as serde_json hands it to ruma before it looks at what
+        // follows: `{}x` is refused for its trailing bytes only after ruma has read `{}`.
+        let first = serde_json::Deserializer::from_slice(body).into_iter::<serde_json::Value>().next();
         let without_type = body.is_empty()
-            || serde_json::from_slice::<serde_json::Value>(body)
-                .is_ok_and(|value| value.as_object().is_some_and(|object| !object.contains_key("type")));
+            || matches!(first, Some(Ok(serde_json::Value::Object(ref object))) if !object.contains_key("type"));
         if without_type {
             return Err(Error::bad_json("invalid request: missing field `type`"));
         }
@@ -239,5 +241,22 @@ impl RouterExt for Router<AppState> {
             }
         }
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::api::client::session::login::v3::Request as Login;
+
+    /// Bodies ruma's `LoginInfo` would panic on are refused first, trailing bytes included
+    /// (found by the `request` fuzz target: `{}x`).
+    #[test]
+    fn login_bodies_without_type_are_refused_before_ruma() {
+        for body in [&b""[..], b"{}", b"{}x", b"{\"password\":\"p\"} trailing", b"  {\"identifier\":{}}]"] {
+            assert!(super::refuse_what_ruma_panics_on::<Login>(body).is_err(), "{:?}", String::from_utf8_lossy(body));
+        }
+        assert!(super::refuse_what_ruma_panics_on::<Login>(br#"{"type":"m.login.password"}"#).is_ok());
+        // Other endpoints are not looked at.
+        assert!(super::refuse_what_ruma_panics_on::<ruma::api::client::account::whoami::v3::Request>(b"{}").is_ok());
     }
 }
