@@ -370,10 +370,9 @@ impl Services {
     ) -> Result<Arc<Pdu>> {
         let key = pdu.state_key.clone().map(|k| (pdu.kind.to_string(), k));
         let replaces_state = key.as_ref().and_then(|k| parents.state_before.get(k).cloned());
-        let parents_state = parents.state_before.clone();
         let content = pdu.content_value();
         let relation = pdu.relation();
-        let new = NewEvent {
+        let mut new = NewEvent {
             event_id: pdu.event_id.to_string(),
             room_id: pdu.room_id.to_string(),
             sender: pdu.sender.to_string(),
@@ -406,9 +405,7 @@ impl Services {
             destinations: destinations.iter().map(|d| d.to_string()).collect(),
             received: !self.is_local(&pdu.sender),
         };
-        let rules = self.rules_of(&pdu.room_id).await?;
-        let mut new = new;
-        self.judge_redactions(&rules, &pdu, &parents_state, &mut new).await?;
+        self.judge_redactions(&pdu, &parents.state_before, &mut new).await?;
         let (pos, _group) = self.store.persist_event(&new).await?;
         crate::metrics::metrics().event_persisted(self.is_local(&pdu.sender));
         self.rooms.cache_pdu(pdu.clone());

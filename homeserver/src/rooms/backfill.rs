@@ -80,7 +80,7 @@ impl Services {
                 }
                 let content = pdu.content_value();
                 let relation = pdu.relation();
-                let new = NewEvent {
+                let mut new = NewEvent {
                     event_id: pdu.event_id.to_string(),
                     room_id: room_id.to_string(),
                     sender: pdu.sender.to_string(),
@@ -106,8 +106,7 @@ impl Services {
                     destinations: Vec::new(),
                     received: true,
                 };
-                let mut new = new;
-                self.judge_redactions(&rules, &pdu, &backfill_state, &mut new).await?;
+                self.judge_redactions(&pdu, &backfill_state, &mut new).await?;
                 if self.store.persist_backfilled(&new).await? {
                     self.rooms.cache_pdu(pdu.clone());
                     added += 1;

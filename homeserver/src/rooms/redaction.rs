@@ -105,18 +105,14 @@ impl Services {
 
     /// Fills in what a redaction does, and whether a redaction withheld earlier applies to
     /// this event now that it has arrived.
-    pub(crate) async fn judge_redactions(
-        &self,
-        rules: &RoomVersionRules,
-        pdu: &Pdu,
-        state_before: &StateMap,
-        new: &mut NewEvent,
-    ) -> Result<()> {
-        new.redacts = None;
-        match self.redaction_effect(rules, pdu, state_before).await? {
-            Some(RedactionEffect::Apply(target)) => new.redacts = Some(target),
-            Some(RedactionEffect::Withheld(pending)) => new.withheld_redaction = Some(pending),
-            Some(RedactionEffect::Ignored) | None => {}
+    pub(crate) async fn judge_redactions(&self, pdu: &Pdu, state_before: &StateMap, new: &mut NewEvent) -> Result<()> {
+        if pdu.redacts.is_some() {
+            let rules = self.rules_of(&pdu.room_id).await?;
+            match self.redaction_effect(&rules, pdu, state_before).await? {
+                Some(RedactionEffect::Apply(target)) => new.redacts = Some(target),
+                Some(RedactionEffect::Withheld(pending)) => new.withheld_redaction = Some(pending),
+                Some(RedactionEffect::Ignored) | None => {}
+            }
         }
         // A local event is new: nothing can have named it before it was made.
         if self.is_local(&pdu.sender) {
