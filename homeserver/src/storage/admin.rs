@@ -237,7 +237,7 @@ impl Store {
         if let Some(d) = filter.deactivated {
             c.plain(if d { "deactivated <> 0" } else { "deactivated = 0" });
         }
-        c.plain(super::NOT_A_SERVER_ACCOUNT);
+        c.plain(&super::not_a_server_account("user_id"));
         let total: i64 = c
             .bind(sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM users {}", c.where_clause()))))
             .fetch_one(&mut *self.conn().await?)
@@ -528,7 +528,7 @@ impl Store {
         let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT user_id, department FROM users WHERE created_ts < $2 AND {} \
              AND (deactivated = 0 OR (deactivated_ts IS NOT NULL AND deactivated_ts >= $1))",
-            super::NOT_A_SERVER_ACCOUNT
+            super::not_a_server_account("user_id")
         )))
         .bind(start_ts)
         .bind(end_ts)
@@ -546,13 +546,14 @@ impl Store {
         start_ts: i64,
         end_ts: i64,
     ) -> sqlx::Result<Vec<(String, Option<String>)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(AssertSqlSafe(format!(
             "SELECT u.user_id, u.department FROM users u JOIN ( \
                SELECT user_id FROM user_daily_activity WHERE day >= $1 AND day < $2 \
                UNION \
                SELECT sender AS user_id FROM events WHERE origin_server_ts >= $3 AND origin_server_ts < $4 \
-             ) a ON a.user_id = u.user_id WHERE substr(u.user_id, 1, 8) <> '@_kairan' ORDER BY u.user_id",
-        )
+             ) a ON a.user_id = u.user_id WHERE {} ORDER BY u.user_id",
+            super::not_a_server_account("u.user_id")
+        )))
         .bind(start_day)
         .bind(end_day)
         .bind(start_ts)

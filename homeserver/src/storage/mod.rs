@@ -300,9 +300,12 @@ impl Store {
 }
 
 /// A database URL with any password removed, for messages and logs.
-/// Excludes the server's own accounts (`@_kairan…`, see `admin::RESERVED_LOCALPART_PREFIX`)
-/// from lists, figures and the user directory: they are not staff.
-pub(crate) const NOT_A_SERVER_ACCOUNT: &str = "substr(user_id, 1, 8) <> '@_kairan'";
+/// The SQL condition that `column` (a user ID) is not one of the server's own accounts
+/// (`@_kairan…`, see `admin::RESERVED_LOCALPART_PREFIX`), which lists, figures and the
+/// user directory leave out: they are not staff.
+pub(crate) fn not_a_server_account(column: &str) -> String {
+    format!("substr({column}, 1, 8) <> '@_kairan'")
+}
 
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

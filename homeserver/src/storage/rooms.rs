@@ -1,6 +1,6 @@
 //! Rooms, memberships as seen from current state, aliases and the public directory.
 
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 
 use super::{Store, flag};
 
@@ -156,9 +156,8 @@ impl Store {
         limit: i64,
     ) -> sqlx::Result<Vec<(String, Option<String>, Option<String>)>> {
         let pattern = format!("%{}%", term.replace(['\\', '%', '_'], ""));
-        let rows = sqlx::query(
-            "SELECT u.user_id, u.displayname, u.avatar_url FROM users u WHERE u.deactivated = 0 \
-             AND substr(u.user_id, 1, 8) <> '@_kairan' \
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT u.user_id, u.displayname, u.avatar_url FROM users u WHERE u.deactivated = 0 AND {} \
              AND (LOWER(u.user_id) LIKE $2 OR LOWER(COALESCE(u.displayname, '')) LIKE $2) \
              AND ($3 = 1 OR u.user_id = $1 \
                   OR EXISTS (SELECT 1 FROM current_state a JOIN current_state b ON a.room_id = b.room_id \
@@ -168,7 +167,8 @@ impl Store {
                              WHERE r.is_public = 1 AND c.event_type = 'm.room.member' AND c.state_key = u.user_id \
                              AND c.membership = 'join')) \
              ORDER BY u.user_id LIMIT $4",
-        )
+            super::not_a_server_account("u.user_id")
+        )))
         .bind(searcher)
         .bind(pattern)
         .bind(i64::from(all_users))
