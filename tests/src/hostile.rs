@@ -51,13 +51,7 @@ use axum::{
     response::Response as HttpResponse,
 };
 use base64::Engine as _;
-use ruma::{
-    CanonicalJsonObject, OwnedServerName, RoomVersionId,
-    api::federation::authentication::{ServerSignaturesInput, XMatrix},
-    exports::http,
-    room_version_rules::RoomVersionRules,
-    signatures::Ed25519KeyPair,
-};
+use ruma::{CanonicalJsonObject, RoomVersionId, room_version_rules::RoomVersionRules, signatures::Ed25519KeyPair};
 use serde_json::{Value, json};
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -518,28 +512,8 @@ impl HostileServer {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<Response> {
-        let bytes = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
-        let signed = http::Request::builder().method(method.clone()).uri(path).body(bytes.clone())?;
-        let input = ServerSignaturesInput::new(
-            OwnedServerName::try_from(self.shared.name.as_str())?,
-            OwnedServerName::try_from(to.server_name())?,
-            &self.shared.key,
-        );
-        let x = XMatrix::try_from_http_request(&signed, input)?;
-        let mut request = self
-            .http
-            .request(method.clone(), format!("{}{path}", to.federation_url()))
-            .header("authorization", http::HeaderValue::from(&x).to_str()?.to_owned());
-        if body.is_some() {
-            request = request.header("content-type", "application/json").body(bytes);
-        }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await?.to_vec();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok(Response { status, body, text, bytes, headers })
+        let signer = (self.shared.name.as_str(), to.server_name(), &*self.shared.key);
+        crate::signed::federation_request(&self.http, to, method, path, body, Some(signer)).await
     }
 
     /// `PUT /_matrix/federation/v1/send/{txn_id}` with these PDUs, from this server.

@@ -20,6 +20,7 @@ mod api;
 pub mod hostile;
 mod pg;
 mod server;
+mod signed;
 
 // The records bridge (kairan-bridge) as a process.
 mod bridge;
@@ -29,6 +30,7 @@ mod tls;
 
 pub use api::{Api, Response, assert_matrix_error, assert_matrix_error_in, assert_sdk_error, assert_sdk_error_in, enc};
 pub use server::{Backend, Registration, ServerOptions, TestServer, admin_binary};
+pub use signed::{federation_request, server_signing_key};
 pub use tls::{TestCa, test_ca};
 
 /// The password every test user gets unless a test chooses another one.

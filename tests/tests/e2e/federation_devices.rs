@@ -20,8 +20,7 @@ use matrix_sdk::{
     },
 };
 use ruma::{
-    CanonicalJsonObject, OwnedServerName,
-    api::federation::authentication::{ServerSignaturesInput, XMatrix},
+    CanonicalJsonObject,
     exports::http,
     serde::Base64,
     signatures::{Ed25519KeyPair, sign_json},
@@ -31,19 +30,6 @@ use serde_json::{Value, json};
 use crate::federation::{FEDERATION_DEADLINE, wait_for, wait_membership};
 use crate::support::{event_json, raw, room_state, sync_until, user_id};
 
-/// The signing key of a test server, from its key file (`ed25519 VERSION SEED`).
-fn signing_key(server: &TestServer) -> anyhow::Result<Ed25519KeyPair> {
-    let text = std::fs::read_to_string(server.signing_key_path())?;
-    let mut parts = text.split_whitespace();
-    ensure!(parts.next() == Some("ed25519"), "not an ed25519 key file: {text}");
-    let version = parts.next().context("key version")?.to_owned();
-    let seed = Base64::<ruma::serde::base64::Standard>::parse(parts.next().context("seed")?)?;
-    // PKCS#8 v1 of an ed25519 seed: a fixed prefix, then the 32 bytes.
-    let mut der = vec![0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
-    der.extend_from_slice(seed.as_bytes());
-    Ok(Ed25519KeyPair::from_der(&der, version)?)
-}
-
 /// A federation request from `from` (signed with its key) to `to`'s federation port.
 async fn federation_request(
     from: &TestServer,
@@ -52,32 +38,20 @@ async fn federation_request(
     path: &str,
     body: Option<&Value>,
 ) -> anyhow::Result<Response> {
-    let bytes = body.map(serde_json::to_vec).transpose()?.unwrap_or_default();
-    let key = signing_key(from)?;
-    let signed = http::Request::builder().method(method.clone()).uri(path).body(bytes.clone())?;
-    let input = ServerSignaturesInput::new(
-        OwnedServerName::try_from(from.server_name())?,
-        OwnedServerName::try_from(to.server_name())?,
-        &key,
-    );
-    let x_matrix = XMatrix::try_from_http_request(&signed, input)?;
+    let key = kairan_tests::server_signing_key(from, None)?;
     let client = reqwest::Client::builder()
         .tls_certs_only([test_ca().reqwest_certificate()?])
         .timeout(Duration::from_secs(30))
         .build()?;
-    let mut request = client
-        .request(method.clone(), format!("{}{path}", to.federation_url()))
-        .header("authorization", http::HeaderValue::from(&x_matrix).to_str()?.to_owned());
-    if body.is_some() {
-        request = request.header("content-type", "application/json").body(bytes);
-    }
-    let response = request.send().await.with_context(|| format!("{method} {path}"))?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await?.to_vec();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Ok(Response { status, body, text, bytes, headers })
+    kairan_tests::federation_request(
+        &client,
+        to,
+        method,
+        path,
+        body,
+        Some((from.server_name(), to.server_name(), &key)),
+    )
+    .await
 }
 
 /// The body of a 200 answer to `path`, or an error naming the path.
