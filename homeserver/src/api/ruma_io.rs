@@ -50,7 +50,10 @@ pub trait AuthRequirement {
 macro_rules! requirement {
     ($($t:ty => $r:ident),*) => { $(impl AuthRequirement for $t { const REQUIREMENT: Requirement = Requirement::$r; })* };
 }
-requirement!(NoAuthentication => None, NoAccessToken => None, AccessToken => Required,
+// `NoAccessToken` endpoints (profiles, the public room list, aliases, media) need no token,
+// but one that is sent must be valid, as for every optional one: a client whose session
+// ended learns so (`M_UNKNOWN_TOKEN`) wherever it next calls.
+requirement!(NoAuthentication => None, NoAccessToken => Optional, AccessToken => Required,
     AccessTokenOptional => Optional, AppserviceToken => Required, AppserviceTokenOptional => Optional,
     ruma::api::federation::authentication::ServerSignatures => Server);
 

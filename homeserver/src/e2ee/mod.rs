@@ -138,7 +138,7 @@ const REMOTE_KEYS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// A user's keys as `/keys/query` returns them: device keys by device ID and the
 /// cross-signing keys the asker may see.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct UserKeys {
     pub devices: Map<String, Value>,
     pub master: Option<Value>,
@@ -303,8 +303,9 @@ impl Services {
                 remote.entry(user.server_name().to_owned()).or_default().insert(user.clone(), devices.clone());
             }
         }
-        let asked = futures::future::join_all(remote.into_iter().map(|(server, users)| async move {
-            let answer = tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.query_remote_keys(&server, users)).await;
+        let asked = futures::future::join_all(remote.iter().map(|(server, users)| async move {
+            let answer =
+                tokio::time::timeout(REMOTE_KEYS_TIMEOUT, self.remote_user_keys(server, users.keys().cloned())).await;
             (server, answer)
         }))
         .await;
@@ -312,6 +313,11 @@ impl Services {
             match answer {
                 Ok(Ok(users)) => {
                     for (user, mut keys) in users {
+                        // Kept whole; the client may have asked for some devices only.
+                        let wanted = remote.get(server).and_then(|u| u.get(&user)).filter(|d| !d.is_empty());
+                        if let Some(wanted) = wanted {
+                            keys.devices.retain(|d, _| wanted.iter().any(|w| w.as_str() == d));
+                        }
                         // Signatures the requester made on a remote master key are kept here.
                         if let Some(master) = keys.master.as_mut() {
                             self.merge_own_signatures(requester, &user, master).await?;

@@ -6,9 +6,11 @@
 //! of remote users are asked of their server (`user/keys/query`, `user/keys/claim`).
 //! Inbound: the same EDUs from other servers, and their key queries about local users.
 //!
-//! Remote users' keys are not cached: an inbound device list update only records that
-//! the user changed, so that local clients sharing a room see the user in
-//! `device_lists.changed` and ask again.
+//! Remote users' keys are cached while a local user shares a room with them (their
+//! server then announces every change here): an inbound device list or signing key
+//! update drops the copy and records that the user changed, so that local clients
+//! sharing a room see the user in `device_lists.changed`, ask again, and the next
+//! `/keys/query` fetches the new keys.
 
 use std::collections::BTreeMap;
 
@@ -214,6 +216,37 @@ impl Services {
             self.queue_edu(&[server], edu).await?;
         }
         Ok(())
+    }
+
+    /// The keys of remote users of `server`: the cached copy where it is current, the
+    /// others asked of `server`, for all their devices so that the answer can be kept.
+    pub async fn remote_user_keys(
+        &self,
+        server: &ServerName,
+        users: impl IntoIterator<Item = OwnedUserId>,
+    ) -> Result<Vec<(OwnedUserId, UserKeys)>> {
+        let mut found = Vec::new();
+        let mut ask = BTreeMap::new();
+        for user in users {
+            let cached = self.store.cached_remote_keys(user.as_str()).await?;
+            match cached.and_then(|json| serde_json::from_str::<UserKeys>(&json).ok()) {
+                Some(keys) => found.push((user, keys)),
+                None => {
+                    ask.insert(user, Vec::new());
+                }
+            }
+        }
+        if ask.is_empty() {
+            return Ok(found);
+        }
+        let asked_at = self.notifier.current().stream;
+        let answered = self.query_remote_keys(server, ask).await?;
+        for (user, keys) in &answered {
+            let json = serde_json::to_string(keys).map_err(|e| Error::internal("remote keys", e))?;
+            self.store.cache_remote_keys(user.as_str(), &json, asked_at).await?;
+        }
+        found.extend(answered);
+        Ok(found)
     }
 
     /// `user/keys/query` asked of `server` for its users; the answer is checked so that a

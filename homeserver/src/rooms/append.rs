@@ -126,13 +126,9 @@ impl Services {
                 let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
                 let rules = version_rules(&version)
                     .ok_or_else(|| Error::internal("room version", format!("stored version {version} unsupported")))?;
-                let mut states = Vec::new();
-                for g in &groups {
-                    states.push(self.state_at_group(*g).await?);
-                }
-                let resolved = self.resolve_states(&rules, &states).await?;
+                let resolved = self.resolve_groups(&rules, &groups).await?;
                 let group = self.store.create_state_group(room_id.as_str(), &resolved).await?;
-                (group, Arc::new(resolved))
+                (group, resolved)
             }
         };
         // Canonical JSON integers stop at 2^53 - 1; a remote event at that depth must not
@@ -428,8 +424,12 @@ impl Services {
         Ok(pdu)
     }
 
-    /// The state map of a state group (cached: groups never change).
+    /// The state map of a state group (cached: groups never change). Group 0 is what an
+    /// outlier has (an event known without its place in the room): no state is known there.
     pub async fn state_at_group(&self, group: i64) -> Result<Arc<StateMap>> {
+        if group == 0 {
+            return Ok(Arc::default());
+        }
         if let Some(s) = self.rooms.cached_state(group) {
             return Ok(s);
         }

@@ -445,16 +445,19 @@ impl Services {
 
     /// Makes the room's current state the resolution of its forward extremities' states.
     pub(crate) async fn recompute_current_state(&self, room_id: &RoomId, rules: &RoomVersionRules) -> Result<()> {
-        let extremities = self.store.forward_extremities(room_id.as_str()).await?;
-        let mut states = Vec::new();
-        for id in &extremities {
-            if let Some(row) = self.store.event(id).await?
-                && row.stream_ordering > 0
-            {
-                states.push(self.state_at_group(row.state_group).await?);
-            }
+        let groups: Vec<i64> = self
+            .store
+            .forward_extremities_at(room_id.as_str())
+            .await?
+            .into_iter()
+            .filter_map(|(_, at)| at)
+            .map(|a| a.0)
+            .collect();
+        // No extremity in the timeline: nothing to say about the current state.
+        if groups.is_empty() {
+            return Ok(());
         }
-        let state = self.resolve_states(rules, &states).await?;
+        let state = self.resolve_groups(rules, &groups).await?;
         self.set_current_state(room_id, &state, None).await
     }
 

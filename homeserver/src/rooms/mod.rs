@@ -1,5 +1,6 @@
 //! The room model: build, hash, sign, authorise and persist events; read state.
 
+mod aliases;
 mod append;
 mod backfill;
 mod create;
@@ -48,6 +49,9 @@ pub struct RoomCaches {
     locks: Mutex<HashMap<OwnedRoomId, Arc<tokio::sync::Mutex<()>>>>,
     pdus: Mutex<HashMap<String, Arc<Pdu>>>,
     state_groups: Mutex<HashMap<i64, Arc<StateMap>>>,
+    /// Resolved states by the sorted state groups they resolve: a room with many forward
+    /// extremities over few distinct states resolves each set once, not per event.
+    resolutions: Mutex<HashMap<Vec<i64>, Arc<StateMap>>>,
     /// Events another server could not give (or gave wrong) lately, and when.
     failed_fetches: Mutex<HashMap<ruma::OwnedEventId, std::time::Instant>>,
 }
@@ -96,6 +100,18 @@ impl RoomCaches {
             }
         }
         failed.insert(event_id.to_owned(), std::time::Instant::now());
+    }
+
+    fn cached_resolution(&self, groups: &[i64]) -> Option<Arc<StateMap>> {
+        self.resolutions.lock().unwrap_or_else(|e| e.into_inner()).get(groups).cloned()
+    }
+
+    fn cache_resolution(&self, groups: Vec<i64>, state: Arc<StateMap>) {
+        let mut resolutions = self.resolutions.lock().unwrap_or_else(|e| e.into_inner());
+        if resolutions.len() >= CACHE_LIMIT / 100 {
+            resolutions.clear();
+        }
+        resolutions.insert(groups, state);
     }
 
     fn cache_state(&self, group: i64, state: Arc<StateMap>) {

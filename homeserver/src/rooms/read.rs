@@ -117,6 +117,10 @@ impl Services {
                 unsigned.insert("prev_sender".into(), prev.sender.as_str().into());
             }
         }
+        // MSC4115 (spec v1.11): the reader's membership once the event is applied, so a
+        // client can tell "sent before you joined" from a message it failed to decrypt.
+        let membership = self.membership_at(row, opts.viewer).await?;
+        unsigned.insert("membership".into(), membership.unwrap_or_else(|| "leave".to_owned()).into());
         obj.insert("unsigned".into(), Value::Object(unsigned));
         Ok(Value::Object(obj))
     }

@@ -21,12 +21,20 @@ impl Services {
     /// The state of a room where several states meet (the states after each prev event
     /// of an event, or after each forward extremity).
     pub async fn resolve_states(&self, rules: &RoomVersionRules, states: &[Arc<StateMap>]) -> Result<StateMap> {
-        match states {
+        // Forks rarely differ in state (messages do not change it): each distinct state
+        // once, so that the work follows the states that differ, not the extremities.
+        let mut distinct: Vec<&Arc<StateMap>> = Vec::with_capacity(states.len());
+        for state in states {
+            if !distinct.iter().any(|d| Arc::ptr_eq(d, state) || d == &state) {
+                distinct.push(state);
+            }
+        }
+        match distinct.as_slice() {
             [] => return Ok(StateMap::new()),
-            [one] => return Ok((**one).clone()),
-            _ if states.iter().all(|s| s == &states[0]) => return Ok((*states[0]).clone()),
+            [one] => return Ok((***one).clone()),
             _ => {}
         }
+        let states = distinct;
         let mut events: HashMap<OwnedEventId, Arc<Pdu>> = HashMap::new();
         let mut auth_chains = Vec::new();
         let mut maps = Vec::new();
@@ -63,6 +71,27 @@ impl Services {
         )
         .map_err(|e| Error::internal("state resolution", e))?;
         Ok(resolved.into_iter().map(|((t, k), id)| ((t.to_string(), k), id.to_string())).collect())
+    }
+
+    /// The resolution of the states after the given state groups, remembered by the set
+    /// of groups: the events a busy room receives mostly leave it unchanged.
+    pub async fn resolve_groups(&self, rules: &RoomVersionRules, groups: &[i64]) -> Result<Arc<StateMap>> {
+        let mut key = groups.to_vec();
+        key.sort_unstable();
+        key.dedup();
+        if let [one] = key.as_slice() {
+            return self.state_at_group(*one).await;
+        }
+        if let Some(resolved) = self.rooms.cached_resolution(&key) {
+            return Ok(resolved);
+        }
+        let mut states = Vec::with_capacity(key.len());
+        for group in &key {
+            states.push(self.state_at_group(*group).await?);
+        }
+        let resolved = Arc::new(self.resolve_states(rules, &states).await?);
+        self.rooms.cache_resolution(key, resolved.clone());
+        Ok(resolved)
     }
 
     /// Every event reachable from `ids` through `auth_events`, loaded into `events`.

@@ -45,6 +45,12 @@ impl Services {
         Ok(visible)
     }
 
+    /// The user's membership in the state after `row` (`None`: never a member by then).
+    pub async fn membership_at(&self, row: &EventRow, user: &UserId) -> Result<Option<String>> {
+        let state = self.state_at_group(row.state_group).await?;
+        self.membership_in(&state, user).await
+    }
+
     async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
         let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string())) else { return Ok(None) };
         Ok(self
@@ -55,9 +61,13 @@ impl Services {
 
     /// The room state a user may read: current state while joined, the state when they
     /// left otherwise. Returns the state map and, if they left, the stream position of it.
+    /// A `world_readable` room is read by anyone as if joined (room previews, peeking).
     pub async fn readable_state(&self, room_id: &RoomId, user: &UserId) -> Result<(StateMap, Option<i64>)> {
-        match self.store.membership(room_id.as_str(), user.as_str()).await?.as_deref() {
-            Some("join") => Ok((self.store.current_state(room_id.as_str()).await?, None)),
+        let membership = self.store.membership(room_id.as_str(), user.as_str()).await?;
+        if membership.as_deref() == Some("join") || self.is_world_readable(room_id).await? {
+            return Ok((self.store.current_state(room_id.as_str()).await?, None));
+        }
+        match membership.as_deref() {
             Some("leave" | "ban") => {
                 let id = self
                     .store
@@ -72,13 +82,24 @@ impl Services {
                 }
                 Ok(((*self.state_at_group(row.state_group).await?).clone(), Some(row.stream_ordering)))
             }
-            _ => {
-                if self.store.room_version(room_id.as_str()).await?.is_none() {
-                    return Err(Error::forbidden(format!("you are not a member of {room_id}")));
-                }
-                Err(Error::forbidden(format!("you are not a member of {room_id}")))
-            }
+            _ => Err(Error::forbidden(format!("you are not a member of {room_id}"))),
         }
+    }
+
+    /// Whether the room's current history visibility is `world_readable`.
+    pub async fn is_world_readable(&self, room_id: &RoomId) -> Result<bool> {
+        let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.history_visibility", "").await? else {
+            return Ok(false);
+        };
+        Ok(self.pdu(&id).await?.is_some_and(|p| {
+            p.content_value().get("history_visibility").and_then(Value::as_str) == Some("world_readable")
+        }))
+    }
+
+    /// Fails with `M_FORBIDDEN` unless the user is joined to the room or it is
+    /// `world_readable`: what reading a room's members or state requires.
+    pub async fn require_joined_or_world_readable(&self, room_id: &RoomId, user: &UserId) -> Result<()> {
+        if self.is_world_readable(room_id).await? { Ok(()) } else { self.require_joined(room_id, user).await }
     }
 
     /// Fails with `M_FORBIDDEN` unless the user is joined to the room.

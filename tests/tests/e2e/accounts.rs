@@ -155,6 +155,14 @@ async fn logout(server: &TestServer) -> anyhow::Result<()> {
     // POST /logout ends only the session that calls it, and deletes its device.
     first.post("/_matrix/client/v3/logout", &json!({})).await?.ok().context("logout")?;
     assert_matrix_error(&first.get(WHOAMI).await?, 401, "M_UNKNOWN_TOKEN").context("token after logout")?;
+    // Where no token is needed, one that is sent must still be valid: a client learns
+    // there, too, that its session is over (matrix-rust-sdk's integration suite asks this).
+    let displayname = format!("/_matrix/client/v3/profile/{}/displayname", enc(first.me()));
+    assert_matrix_error(&first.get(&displayname).await?, 401, "M_UNKNOWN_TOKEN")
+        .context("a profile read with a logged-out token")?;
+    assert_matrix_error(&first.with_token(Some("not-a-token")).get(&displayname).await?, 401, "M_UNKNOWN_TOKEN")
+        .context("a profile read with an invented token")?;
+    first.with_token(None).get(&displayname).await?.ok().context("a profile read without a token")?;
     second.get(WHOAMI).await?.ok().context("another session after logout")?;
     third.get(WHOAMI).await?.ok().context("a third session after logout")?;
     let devices = device_list(&second).await?;

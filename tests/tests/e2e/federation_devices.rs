@@ -441,3 +441,71 @@ async fn encrypted_conversation_across_servers() -> anyhow::Result<()> {
     ensure!(got == "The road to the town hall is clear", "the governor decrypted {got:?}");
     Ok(())
 }
+
+/// A remote user's keys are asked of their server once and then answered from kairan's
+/// copy, until their server announces a change (`m.device_list_update`): then the user
+/// is in `device_lists.changed` and the next `/keys/query` asks again. The remote server
+/// is scripted ([`HostileServer`]), so that every request kairan makes of it is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_keys_are_kept_until_their_server_announces_a_change() -> anyhow::Result<()> {
+    use kairan_tests::hostile::{Answer, HostileServer};
+
+    const KEYS_QUERY: &str = "/_matrix/federation/v1/user/keys/query";
+    let kairan = TestServer::start(ServerOptions::default().federation()).await?;
+    kairan.create_users(&["alice"]).await?;
+    let alice = kairan.api("alice", PASSWORD).await?;
+    let room = alice.create_room(&json!({ "preset": "public_chat" })).await?;
+    let remote = HostileServer::start().await?;
+    let mallory = remote.user_id("mallory");
+    remote.join(&kairan, &room, "mallory").await?;
+    let answer = |devices: &[&str]| {
+        let keys: serde_json::Map<String, Value> = devices
+            .iter()
+            .map(|d| {
+                let key = json!({
+                    "user_id": mallory, "device_id": d,
+                    "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+                    "keys": { format!("curve25519:{d}"): "curve", format!("ed25519:{d}"): "ed" },
+                    "signatures": {},
+                });
+                ((*d).to_owned(), key)
+            })
+            .collect();
+        Answer::json(json!({ "device_keys": { mallory.clone(): keys } }))
+    };
+    let query = || async {
+        let body = json!({ "device_keys": { mallory.clone(): [] } });
+        let keys = alice.post("/_matrix/client/v3/keys/query", &body).await?.ok()?;
+        let mut devices: Vec<String> =
+            keys["device_keys"][&mallory].as_object().map(|d| d.keys().cloned().collect()).unwrap_or_default();
+        devices.sort();
+        anyhow::Ok(devices)
+    };
+
+    remote.script(Some(http::Method::POST), KEYS_QUERY, answer(&["PHONE"]));
+    let mut since = crate::support::next_batch(&alice.sync(None, 0).await?)?;
+    for attempt in 0..3 {
+        ensure!(query().await? == ["PHONE"], "query {attempt}");
+    }
+    ensure!(remote.count(KEYS_QUERY) == 1, "kairan asked {} times for keys it holds", remote.count(KEYS_QUERY));
+
+    // A new device, not yet announced: kairan's copy stands.
+    remote.script(Some(http::Method::POST), KEYS_QUERY, answer(&["LAPTOP", "PHONE"]));
+    ensure!(query().await? == ["PHONE"], "kairan asked again without being told of a change");
+
+    let edu = json!({ "edu_type": "m.device_list_update", "content": {
+        "user_id": mallory, "device_id": "LAPTOP", "stream_id": 2, "prev_id": [1], "deleted": false,
+        "keys": { "user_id": mallory, "device_id": "LAPTOP" } } });
+    let txn = json!({ "origin": remote.server_name(), "origin_server_ts": 1, "pdus": [], "edus": [edu] });
+    remote.send_transaction_body(&kairan, "devices-1", &txn).await?.ok().context("the device list update")?;
+    crate::support::sync_raw_until(&alice, &mut since, "mallory in device_lists.changed", |sync| {
+        sync["device_lists"]["changed"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|u| u == mallory.as_str()))
+            .then_some(())
+    })
+    .await?;
+    ensure!(query().await? == ["LAPTOP", "PHONE"], "the announced device is not there");
+    ensure!(remote.count(KEYS_QUERY) == 2, "kairan asked {} times in all, not twice", remote.count(KEYS_QUERY));
+    Ok(())
+}

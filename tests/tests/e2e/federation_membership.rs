@@ -421,9 +421,41 @@ async fn a_remote_join_brings_the_room_state_to_sync() -> anyhow::Result<()> {
                     );
                 }
             }
+            // Sliding sync, as matrix-sdk-ui's room list asks: name, encryption, members.
+            let body = json!({ "lists": { "all": { "ranges": [[0, 10]], "timeline_limit": 1,
+                "required_state": [["m.room.name", ""], ["m.room.topic", ""], ["m.room.encryption", ""],
+                    ["m.room.member", "*"]] } } });
+            let sliding = mayor.post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", &body).await?.ok()?;
+            let entry = &sliding["rooms"][&room];
+            ensure!(entry["name"] == "Governor and mayors", "sliding sync room name: {entry}");
+            ensure!(entry["joined_count"] == 2, "sliding sync joined_count: {entry}");
+            let required: Vec<(String, String)> = entry["required_state"]
+                .as_array()
+                .map(|a| a.iter().map(|e| (str_of(&e["type"]), str_of(&e["state_key"]))).collect())
+                .unwrap_or_default();
+            for (t, k) in [("m.room.encryption", ""), ("m.room.topic", ""), ("m.room.member", governor.me())] {
+                ensure!(required.iter().any(|(rt, rk)| rt == t && rk == k), "sliding sync lacks {t}/{k}: {entry}");
+            }
+            // The members and the context of an event after the join, on the joining server.
+            let members = mayor.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await?.ok()?;
+            ensure!(members["chunk"].as_array().is_some_and(|c| c.len() == 2), "/members: {members}");
+            let said = governor.send_text_ok(&room, "ctx-1", "welcome").await?;
+            let context_path = format!("/_matrix/client/v3/rooms/{}/context/{}", enc(&room), enc(&said));
+            let context = wait_for("the governor's message on the mayor's server", FEDERATION_DEADLINE, || async {
+                let res = mayor.get(&context_path).await?;
+                Ok(if res.status == 200 { Ok(res.ok()?) } else { Err(format!("{} {}", res.status, res.body)) })
+            })
+            .await?;
+            let context_state: Vec<String> =
+                context["state"].as_array().map(|a| a.iter().map(|e| str_of(&e["type"])).collect()).unwrap_or_default();
+            ensure!(context_state.iter().any(|t| t == "m.room.encryption"), "/context state: {context}");
             Ok(())
         }
         .await,
     );
     Ok(())
+}
+
+fn str_of(v: &Value) -> String {
+    v.as_str().unwrap_or_default().to_owned()
 }

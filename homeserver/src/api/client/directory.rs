@@ -53,15 +53,7 @@ async fn get_alias(state: AppState, req: Ruma<get_alias::v3::Request>) -> Result
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}
 async fn delete_alias(state: AppState, req: Ruma<delete_alias::v3::Request>) -> Result<Json<Value>> {
-    let user = req.user()?;
-    let alias = req.body.room_alias.as_str();
-    let (room_id, creator) = state.store.alias(alias).await?.ok_or_else(|| Error::not_found("alias not found"))?;
-    let admin = state.store.user(user.as_str()).await?.is_some_and(|u| u.is_admin);
-    if creator != user.as_str() && !admin {
-        return Err(Error::forbidden("only the alias's creator or an administrator may delete it"));
-    }
-    let _ = room_id;
-    state.store.delete_alias(alias).await?;
+    state.delete_alias(req.user()?, &req.body.room_alias).await?;
     Ok(Json(json!({})))
 }
 
@@ -95,6 +87,7 @@ async fn directory(
             ("m.room.canonical_alias", "alias", "canonical_alias"),
             ("m.room.avatar", "url", "avatar_url"),
             ("m.room.join_rules", "join_rule", "join_rule"),
+            ("m.room.history_visibility", "history_visibility", "world_readable"),
         ] {
             if let Some(id) = content(t)
                 && let Some(p) = state.pdu(&id).await?
@@ -103,6 +96,7 @@ async fn directory(
                 entry[out] = v.clone();
             }
         }
+        entry["world_readable"] = (entry["world_readable"] == "world_readable").into();
         if let Some(term) = term {
             let hay = format!("{} {} {}", entry["name"], entry["topic"], entry["canonical_alias"]).to_lowercase();
             if !hay.contains(&term.to_lowercase()) {

@@ -84,7 +84,7 @@ async fn members(state: AppState, req: Ruma<get_member_events::v3::Request>) -> 
 /// GET /_matrix/client/v3/rooms/{roomId}/joined_members
 async fn joined(state: AppState, req: Ruma<joined_members::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    state.require_joined(&req.body.room_id, user).await?;
+    state.require_joined_or_world_readable(&req.body.room_id, user).await?;
     let mut joined = Map::new();
     for (member, membership, event_id) in state.store.members(req.body.room_id.as_str()).await? {
         if membership != "join" {

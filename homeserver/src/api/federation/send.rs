@@ -13,6 +13,9 @@ use crate::{
     services::{AppState, now_ms},
 };
 
+/// An inbound transaction taking this long is logged as a warning.
+const SLOW_TRANSACTION: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub fn routes() -> Router<AppState> {
     Router::new().ruma(send_transaction)
 }
@@ -38,6 +41,7 @@ async fn send_transaction(state: AppState, req: Ruma<send_transaction_message::v
     if state.store.received_txn(origin.as_str(), b.transaction_id.as_str()).await? {
         return Ok(Json(json!({ "pdus": {} })));
     }
+    let started = std::time::Instant::now();
     let mut results = BTreeMap::new();
     // Whatever the transaction's PDUs make this server fetch comes out of one budget.
     let budget = FetchBudget::for_transaction();
@@ -60,5 +64,12 @@ async fn send_transaction(state: AppState, req: Ruma<send_transaction_message::v
         }
     }
     state.store.record_received_txn(origin.as_str(), b.transaction_id.as_str(), now_ms()).await?;
+    // The sender waits for this answer before it sends the room anything else: a slow one
+    // holds up the whole room between the two servers, so the operator must see it.
+    let elapsed = started.elapsed();
+    if elapsed >= SLOW_TRANSACTION {
+        tracing::warn!(%origin, pdus = b.pdus.len(), edus = b.edus.len(), elapsed_ms = elapsed.as_millis() as u64,
+            "slow inbound transaction");
+    }
     Ok(Json(json!({ "pdus": results })))
 }

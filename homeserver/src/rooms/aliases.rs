@@ -1,0 +1,68 @@
+//! Deleting a room alias, and what the room's state says about it afterwards.
+
+use ruma::{RoomAliasId, RoomId, UserId};
+use serde_json::Value;
+
+use super::EventTemplate;
+use crate::{
+    error::{Error, Result},
+    services::Services,
+};
+
+impl Services {
+    /// Deletes a local alias. The alias's creator, a server administrator, or a member
+    /// who may change the room's canonical alias may do so; the alias then also leaves
+    /// the room's `m.room.canonical_alias` (`alias` and `alt_aliases`), so that neither
+    /// clients nor the public room search keep finding the room by it.
+    pub async fn delete_alias(&self, user: &UserId, alias: &RoomAliasId) -> Result<()> {
+        let (room_id, creator) =
+            self.store.alias(alias.as_str()).await?.ok_or_else(|| Error::not_found("alias not found"))?;
+        let room_id = RoomId::parse(&room_id).map_err(|e| Error::internal("stored alias room", e))?;
+        let admin = self.store.user(user.as_str()).await?.is_some_and(|u| u.is_admin);
+        if creator != user.as_str()
+            && !admin
+            && (self.require_joined(&room_id, user).await.is_err()
+                || self.require_power(&room_id, user, "m.room.canonical_alias").await.is_err())
+        {
+            return Err(Error::forbidden(
+                "only the alias's creator, an administrator or a room moderator may delete it",
+            ));
+        }
+        self.store.delete_alias(alias.as_str()).await?;
+        self.forget_canonical_alias(&room_id, user, alias).await
+    }
+
+    /// Sends a new `m.room.canonical_alias` without `alias` when it names it. As Synapse
+    /// does, a deleter who may not change that state leaves it as it is: the alias itself
+    /// is gone either way, and the directory no longer resolves it.
+    async fn forget_canonical_alias(&self, room_id: &RoomId, user: &UserId, alias: &RoomAliasId) -> Result<()> {
+        let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.canonical_alias", "").await? else {
+            return Ok(());
+        };
+        let Some(event) = self.pdu(&id).await? else { return Ok(()) };
+        let mut content = event.content_value();
+        let Some(fields) = content.as_object_mut() else { return Ok(()) };
+        let mut changed = false;
+        if fields.get("alias").and_then(Value::as_str) == Some(alias.as_str()) {
+            fields.remove("alias");
+            changed = true;
+        }
+        if let Some(Value::Array(alt)) = fields.get_mut("alt_aliases") {
+            let before = alt.len();
+            alt.retain(|a| a.as_str() != Some(alias.as_str()));
+            changed |= alt.len() != before;
+        }
+        if !changed {
+            return Ok(());
+        }
+        let template = EventTemplate::state("m.room.canonical_alias", "", content);
+        match self.append_event(room_id, user, template, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.status.is_client_error() => {
+                tracing::info!(%room_id, alias = %alias, reason = %e.message, "the canonical alias keeps a deleted alias");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
