@@ -392,53 +392,8 @@ async fn a_remote_join_brings_the_room_state_to_sync() -> anyhow::Result<()> {
             let before = next_batch(&mayor.sync(None, 0).await?)?;
             wait_invite(&mayor, &room).await?;
             join_via(&mayor, &room, &pref).await?.ok()?;
-            let wanted = [
-                ("m.room.create", ""),
-                ("m.room.encryption", ""),
-                ("m.room.name", ""),
-                ("m.room.topic", ""),
-                ("m.room.power_levels", ""),
-                ("m.room.join_rules", ""),
-                ("m.room.member", governor.me()),
-                ("m.room.member", mayor.me()),
-            ];
-            let lazy = enc(&json!({ "room": { "state": { "lazy_load_members": true } } }).to_string());
-            for (what, path) in [
-                ("initial sync", "/_matrix/client/v3/sync".to_owned()),
-                ("incremental sync across the join", format!("/_matrix/client/v3/sync?since={}", enc(&before))),
-                ("lazy-loading initial sync", format!("/_matrix/client/v3/sync?filter={lazy}")),
-            ] {
-                let sync = mayor.get(&path).await?.ok()?;
-                let state = synced_state(&sync, &room);
-                for (t, k) in wanted {
-                    // A lazy-loading client gets the members of the timeline's senders (here the mayor).
-                    if what.starts_with("lazy") && t == "m.room.member" && k != mayor.me() {
-                        continue;
-                    }
-                    ensure!(
-                        state.iter().any(|(st, sk)| st == t && sk == k),
-                        "{what}: no {t}/{k} for the joined room; state and timeline hold {state:?}"
-                    );
-                }
-            }
-            // Sliding sync, as matrix-sdk-ui's room list asks: name, encryption, members.
-            let body = json!({ "lists": { "all": { "ranges": [[0, 10]], "timeline_limit": 1,
-                "required_state": [["m.room.name", ""], ["m.room.topic", ""], ["m.room.encryption", ""],
-                    ["m.room.member", "*"]] } } });
-            let sliding = mayor.post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", &body).await?.ok()?;
-            let entry = &sliding["rooms"][&room];
-            ensure!(entry["name"] == "Governor and mayors", "sliding sync room name: {entry}");
-            ensure!(entry["joined_count"] == 2, "sliding sync joined_count: {entry}");
-            let required: Vec<(String, String)> = entry["required_state"]
-                .as_array()
-                .map(|a| a.iter().map(|e| (str_of(&e["type"]), str_of(&e["state_key"]))).collect())
-                .unwrap_or_default();
-            for (t, k) in [("m.room.encryption", ""), ("m.room.topic", ""), ("m.room.member", governor.me())] {
-                ensure!(required.iter().any(|(rt, rk)| rt == t && rk == k), "sliding sync lacks {t}/{k}: {entry}");
-            }
-            // The members and the context of an event after the join, on the joining server.
-            let members = mayor.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(&room))).await?.ok()?;
-            ensure!(members["chunk"].as_array().is_some_and(|c| c.len() == 2), "/members: {members}");
+            joiner_sees_the_room(&mayor, &room, &before, "Governor and mayors", governor.me()).await?;
+            // The context of an event sent after the join, on the joining server.
             let said = governor.send_text_ok(&room, "ctx-1", "welcome").await?;
             let context_path = format!("/_matrix/client/v3/rooms/{}/context/{}", enc(&room), enc(&said));
             let context = wait_for("the governor's message on the mayor's server", FEDERATION_DEADLINE, || async {
@@ -453,6 +408,68 @@ async fn a_remote_join_brings_the_room_state_to_sync() -> anyhow::Result<()> {
         }
         .await,
     );
+    Ok(())
+}
+
+/// What a user who joined `room` through another server must see of it on their own
+/// server, right after the join: in classic `/sync` (initial, incremental from `before`,
+/// lazy-loading) the create, encryption, name, topic, power levels, join rules and both
+/// members; in sliding sync the name, joined count and required state; in `/members` both.
+/// The room has a name, a topic and encryption, and two members: `resident` and the joiner.
+pub(crate) async fn joiner_sees_the_room(
+    joiner: &kairan_tests::Api,
+    room: &str,
+    before: &str,
+    name: &str,
+    resident: &str,
+) -> anyhow::Result<()> {
+    let wanted = [
+        ("m.room.create", ""),
+        ("m.room.encryption", ""),
+        ("m.room.name", ""),
+        ("m.room.topic", ""),
+        ("m.room.power_levels", ""),
+        ("m.room.join_rules", ""),
+        ("m.room.member", resident),
+        ("m.room.member", joiner.me()),
+    ];
+    let lazy = enc(&json!({ "room": { "state": { "lazy_load_members": true } } }).to_string());
+    for (what, path) in [
+        ("initial sync", "/_matrix/client/v3/sync".to_owned()),
+        ("incremental sync across the join", format!("/_matrix/client/v3/sync?since={}", enc(before))),
+        ("lazy-loading initial sync", format!("/_matrix/client/v3/sync?filter={lazy}")),
+        ("lazy-loading incremental sync", format!("/_matrix/client/v3/sync?filter={lazy}&since={}", enc(before))),
+    ] {
+        let sync = joiner.get(&path).await?.ok()?;
+        let state = synced_state(&sync, room);
+        for (t, k) in wanted {
+            // A lazy-loading client gets the members of the timeline's senders (here the joiner).
+            if what.starts_with("lazy") && t == "m.room.member" && k != joiner.me() {
+                continue;
+            }
+            ensure!(
+                state.iter().any(|(st, sk)| st == t && sk == k),
+                "{what}: no {t}/{k} for the joined room; state and timeline hold {state:?}"
+            );
+        }
+    }
+    // Sliding sync, as a room list asks: name, encryption, members.
+    let body = json!({ "lists": { "all": { "ranges": [[0, 10]], "timeline_limit": 1,
+        "required_state": [["m.room.name", ""], ["m.room.topic", ""], ["m.room.encryption", ""],
+            ["m.room.member", "*"]] } } });
+    let sliding = joiner.post("/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", &body).await?.ok()?;
+    let entry = &sliding["rooms"][room];
+    ensure!(entry["name"] == name, "sliding sync room name: {entry}");
+    ensure!(entry["joined_count"] == 2, "sliding sync joined_count: {entry}");
+    let required: Vec<(String, String)> = entry["required_state"]
+        .as_array()
+        .map(|a| a.iter().map(|e| (str_of(&e["type"]), str_of(&e["state_key"]))).collect())
+        .unwrap_or_default();
+    for (t, k) in [("m.room.encryption", ""), ("m.room.topic", ""), ("m.room.member", resident)] {
+        ensure!(required.iter().any(|(rt, rk)| rt == t && rk == k), "sliding sync lacks {t}/{k}: {entry}");
+    }
+    let members = joiner.get(&format!("/_matrix/client/v3/rooms/{}/members", enc(room))).await?.ok()?;
+    ensure!(members["chunk"].as_array().is_some_and(|c| c.len() == 2), "/members: {members}");
     Ok(())
 }
 
