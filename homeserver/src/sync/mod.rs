@@ -449,48 +449,65 @@ impl Services {
             None => format!("s{to}"),
         };
 
-        // State up to the start of the timeline.
+        // The state section: what the client needs, with the timeline's own state events,
+        // to know the room's state at the end of the timeline. For a key the timeline
+        // changes, that is the state at its start; for any other key, the state at its end
+        // (not at its start: the room's state can move without a timeline event for it, as
+        // when this server re-joins a room whose state changed meanwhile — the state comes
+        // with the join — or when resolving a fork picks another event). Only what differs
+        // from what the client already holds (the state at `since`) is sent.
         let state_filter = &req.filter.room.state;
-        let start_state: Option<std::sync::Arc<StateMap>> = match visible.first() {
-            Some(first) => Some(self.state_at_group(first.state_group_before).await?),
-            None if full => match self.store.last_event_at(room_id.as_str(), to).await? {
-                Some(last) => Some(self.state_at_group(last.state_group).await?),
-                None => None,
+        let known: std::sync::Arc<StateMap> = match full {
+            true => Default::default(),
+            false => match self.store.last_event_at(room_id.as_str(), since).await? {
+                Some(e) => self.state_at_group(e.state_group).await?,
+                None => Default::default(),
             },
+        };
+        let start_state = match visible.first() {
+            Some(first) => Some(self.state_at_group(first.state_group_before).await?),
             None => None,
         };
-        let state_ids: Vec<String> = match (&start_state, full, limited) {
-            (Some(s), true, _) => s.values().cloned().collect(),
-            (Some(s), false, true) => {
-                // A gap: send what changed between the token and the timeline's start.
-                let before = match self.store.last_event_at(room_id.as_str(), since).await? {
-                    Some(e) => self.state_at_group(e.state_group).await?,
-                    None => Default::default(),
-                };
-                s.iter().filter(|(k, v)| before.get(*k) != Some(*v)).map(|(_, v)| v.clone()).collect()
-            }
-            _ => vec![],
+        let end_state = match self.store.last_event_at(room_id.as_str(), to).await? {
+            Some(last) => Some(self.state_at_group(last.state_group).await?),
+            None => None,
         };
+        let mut touched = BTreeSet::new();
+        for row in &visible {
+            if let Some(p) = self.pdu(&row.event_id).await?
+                && let Some(k) = &p.state_key
+            {
+                touched.insert((p.kind.to_string(), k.clone()));
+            }
+        }
         let senders: BTreeSet<String> = events
             .iter()
             .filter_map(|e| e.get("sender").and_then(Value::as_str).map(str::to_owned))
             .chain([opts.viewer.to_string()])
             .collect();
-        let mut state_events = Vec::new();
-        if let Some(s) = &start_state {
-            let wanted: BTreeSet<&String> = state_ids.iter().collect();
-            let keep: Vec<&String> = s
-                .iter()
-                .filter(|((t, k), id)| {
-                    wanted.contains(id)
-                        && (!state_filter.lazy_load_members || t != "m.room.member" || senders.contains(k))
-                })
-                .map(|(_, id)| id)
-                .collect();
-            for e in self.client_state_events(keep, opts).await? {
-                if state_filter.allows(&e) {
-                    state_events.push(e);
+        let mut keep: Vec<String> = Vec::new();
+        let mut consider = |state: &StateMap, changed_by_timeline: bool| {
+            for (key, id) in state.iter() {
+                if touched.contains(key) == changed_by_timeline
+                    && known.get(key) != Some(id)
+                    && (!state_filter.lazy_load_members || key.0 != "m.room.member" || senders.contains(&key.1))
+                {
+                    keep.push(id.clone());
                 }
+            }
+        };
+        if let Some(start) = &start_state {
+            consider(start, true);
+        }
+        if let Some(end) = &end_state
+            && !std::sync::Arc::ptr_eq(end, &known)
+        {
+            consider(end, false);
+        }
+        let mut state_events = Vec::new();
+        for e in self.client_state_events(&keep, opts).await? {
+            if state_filter.allows(&e) {
+                state_events.push(e);
             }
         }
         let mut section = json!({

@@ -404,6 +404,20 @@ async fn a_remote_join_brings_the_room_state_to_sync() -> anyhow::Result<()> {
             let context_state: Vec<String> =
                 context["state"].as_array().map(|a| a.iter().map(|e| str_of(&e["type"])).collect()).unwrap_or_default();
             ensure!(context_state.iter().any(|t| t == "m.room.encryption"), "/context state: {context}");
+            // The state the join brought is held as outliers on the joining server: asking
+            // for one by /event, /context or /relations is answered, never a 500.
+            let state = mayor.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await?.ok()?;
+            for event in state.as_array().into_iter().flatten() {
+                let id = enc(event["event_id"].as_str().unwrap_or_default());
+                for path in [
+                    format!("/_matrix/client/v3/rooms/{}/event/{id}", enc(&room)),
+                    format!("/_matrix/client/v3/rooms/{}/context/{id}", enc(&room)),
+                    format!("/_matrix/client/v1/rooms/{}/relations/{id}", enc(&room)),
+                ] {
+                    let res = mayor.get(&path).await?;
+                    ensure!([200, 403, 404].contains(&res.status), "GET {path}: {} {}", res.status, res.text);
+                }
+            }
             Ok(())
         }
         .await,
@@ -475,4 +489,50 @@ pub(crate) async fn joiner_sees_the_room(
 
 fn str_of(v: &Value) -> String {
     v.as_str().unwrap_or_default().to_owned()
+}
+
+/// A mayor who left a room and re-joins it later (through the prefecture, with no member
+/// left on their own server in between) sees the room as it is now, not as it was when
+/// they left: the topic changed while they were away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejoin_brings_the_state_of_now() -> anyhow::Result<()> {
+    let (pref, city) = pair().await?;
+    let governor = pref.api("governor", PASSWORD).await?;
+    let mayor = city.api("mayor", PASSWORD).await?;
+    or_panic(
+        async {
+            let room = governor
+                .create_room(&json!({
+                    "name": "Governor and mayors", "topic": "budget 2027", "preset": "public_chat",
+                    "initial_state": [{ "type": "m.room.encryption", "content": { "algorithm": "m.megolm.v1.aes-sha2" } }],
+                }))
+                .await?;
+            join_via(&mayor, &room, &pref).await?.ok()?;
+            mayor.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), &json!({})).await?.ok()?;
+            wait_membership(&governor, &room, mayor.me(), "leave").await?;
+            crate::support::put_state(&governor, &room, "m.room.topic", "", &json!({ "topic": "budget 2028" }))
+                .await?
+                .ok()?;
+            let before = next_batch(&mayor.sync(None, 0).await?)?;
+            join_via(&mayor, &room, &pref).await?.ok().context("the re-join")?;
+            joiner_sees_the_room(&mayor, &room, &before, "Governor and mayors", governor.me()).await?;
+            let topic = mayor.state(&room, "m.room.topic", "").await?;
+            ensure!(topic["topic"] == "budget 2028", "the mayor's server shows the old topic: {topic}");
+            let sync = mayor.sync(None, 0).await?;
+            let topics: Vec<&Value> = sync["rooms"]["join"][&room]["state"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(sync["rooms"]["join"][&room]["timeline"]["events"].as_array().into_iter().flatten())
+                .filter(|e| e["type"] == "m.room.topic")
+                .collect();
+            ensure!(
+                topics.last().is_some_and(|t| t["content"]["topic"] == "budget 2028"),
+                "the re-joined room's sync shows the topic {topics:?}"
+            );
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
 }
