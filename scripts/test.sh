@@ -32,6 +32,9 @@ trap 'rc=$?; if [[ $rc -eq 0 && $fuzz_status -ne 0 ]]; then echo "test.sh: scrip
 # when missing (about 20 s from PyPI), check it otherwise. If that fails, every other test
 # still runs and the interop tests fail, each saying Synapse is missing.
 bash scripts/synapse-venv.sh || echo "test.sh: Synapse could not be installed; the federation_synapse tests will fail" >&2
+# matrix-js-sdk (Rust crypto) from the npm registry into tests/js/node_modules, for the js-sdk
+# interop tests; same pattern: if it fails, those tests fail, each naming scripts/js-sdk.sh.
+bash scripts/js-sdk.sh || echo "test.sh: matrix-js-sdk could not be installed; the federation_js_sdk tests will fail" >&2
 # Schema-driven bad input over the whole Client-Server API (about a minute): no 5xx, no
 # panic. Only on a full run (no nextest arguments), and before nextest so that nextest's
 # summary stays the last thing printed; its failure fails the run once nextest is done.

@@ -37,6 +37,8 @@ mod encryption;
 mod ephemeral;
 mod federation;
 mod federation_devices;
+mod federation_joins;
+mod federation_js_sdk;
 mod federation_keys;
 mod federation_membership;
 mod federation_synapse;
