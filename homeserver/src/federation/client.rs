@@ -263,6 +263,10 @@ fn remote_error(destination: &ServerName, status: http::StatusCode, body: &[u8])
         "M_TOO_LARGE",
         "M_USER_DEACTIVATED",
         "M_BAD_STATE",
+        // A resident server that cannot vouch for a restricted join: the client may try
+        // another server, or tell the user why.
+        "M_UNABLE_TO_AUTHORISE_JOIN",
+        "M_UNABLE_TO_GRANT_JOIN",
     ];
     match KNOWN.iter().find(|k| **k == errcode) {
         Some(code) if status.is_client_error() => Error::new(status, code, message),
@@ -428,6 +432,8 @@ mod tests {
         assert!(e.message.contains("remote.example"), "{}", e.message);
         let e = remote_error(dest, http::StatusCode::INTERNAL_SERVER_ERROR, b"oops");
         assert_eq!((e.status, e.errcode), (http::StatusCode::BAD_GATEWAY, "M_UNKNOWN"));
+        let e = remote_error(dest, http::StatusCode::BAD_REQUEST, br#"{"errcode":"M_UNABLE_TO_GRANT_JOIN"}"#);
+        assert_eq!((e.status, e.errcode), (http::StatusCode::BAD_REQUEST, "M_UNABLE_TO_GRANT_JOIN"));
         let e = remote_error(dest, http::StatusCode::BAD_REQUEST, br#"{"errcode":"X_WHATEVER"}"#);
         assert_eq!(e.status, http::StatusCode::BAD_GATEWAY);
     }

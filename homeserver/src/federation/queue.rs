@@ -113,6 +113,21 @@ impl Services {
         Ok(())
     }
 
+    /// Queues stored PDUs again, for destinations that did not get them when they were
+    /// stored (a server that joined meanwhile), and wakes their senders.
+    pub async fn queue_pdus(&self, destinations: &[OwnedServerName], pdus: &[String]) -> Result<()> {
+        let allowed = self.allowed_destinations(destinations.iter().cloned());
+        if allowed.is_empty() || pdus.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = allowed.iter().map(|d| d.to_string()).collect();
+        for pdu in pdus {
+            self.store.queue(&names, QUEUE_PDU, pdu).await?;
+        }
+        self.senders.wake(&allowed);
+        Ok(())
+    }
+
     /// The servers (other than this one) with a member joined to a room now.
     pub async fn room_servers(&self, room_id: &str) -> Result<Vec<OwnedServerName>> {
         let mut servers: Vec<OwnedServerName> = self

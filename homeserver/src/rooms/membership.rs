@@ -65,7 +65,21 @@ impl Services {
             }
             return self.join_remote(room_id, user, via, reason).await;
         }
-        let content = self.own_member_content(user, "join", reason).await?;
+        let mut content = self.own_member_content(user, "join", reason).await?;
+        // A restricted room lets in a member of an allowed room through a local member who
+        // may invite, as it does for users of other servers (rooms/resident.rs).
+        // The whole state is read only for such a room.
+        let rule = match self.store.current_state_event(room_id.as_str(), "m.room.join_rules", "").await? {
+            Some(id) => self.pdu(&id).await?.map(|p| p.content_value()["join_rule"].clone()),
+            None => None,
+        };
+        if matches!(rule.as_ref().and_then(Value::as_str), Some("restricted" | "knock_restricted")) {
+            let rules = self.rules_of(room_id).await?;
+            let state = self.store.current_state(room_id.as_str()).await?;
+            if let Some(authoriser) = self.join_authoriser(&rules, &state, user).await? {
+                content["join_authorised_via_users_server"] = authoriser.as_str().into();
+            }
+        }
         self.append_event(room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None).await?;
         self.store.unforget_room(user.as_str(), room_id.as_str()).await?;
         Ok(())

@@ -5,10 +5,13 @@
 use std::sync::Arc;
 
 use ruma::{
-    OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
-    api::federation::membership::{
-        RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
-        prepare_knock_event, prepare_leave_event,
+    OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, UserId,
+    api::federation::{
+        event::get_event,
+        membership::{
+            RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event,
+            prepare_join_event, prepare_knock_event, prepare_leave_event,
+        },
     },
     room_version_rules::RoomVersionRules,
 };
@@ -19,6 +22,10 @@ use crate::{
     error::{Error, Result},
     services::{Services, now_ms},
 };
+
+/// The most of the resident's latest events fetched after a join (a template names at
+/// most 20 parents).
+const MAX_CATCH_UP_EVENTS: usize = 20;
 
 /// State types another server is shown with an invite (the spec's recommended set).
 pub(super) const INVITE_STATE_TYPES: [&str; 7] = [
@@ -129,13 +136,24 @@ impl Services {
 
         let request = create_join_event::v2::Request::new(room_id.to_owned(), pdu.event_id.clone(), raw(&pdu)?);
         let joined = self.send_federation_request(server, request).await?.room_state;
-        // The resident server may have countersigned the event (restricted rooms).
-        let pdu = match &joined.event {
-            Some(event) => match self.verify_received_copy(event, &pdu, &rules).await {
+        // The resident server countersigns a join it vouches for (restricted rooms): only
+        // that copy passes other servers' signature checks, so without it the join fails
+        // here rather than be refused everywhere else.
+        let vouched = pdu.content_value().get("join_authorised_via_users_server").is_some();
+        let pdu = match (&joined.event, vouched) {
+            (Some(event), _) => match self.verify_received_copy(event, &pdu, &rules).await {
                 Some(p) => p,
+                None if vouched => {
+                    return Err(Error::unavailable(format!(
+                        "{server} returned an invalid copy of the join it vouched for"
+                    )));
+                }
                 None => pdu,
             },
-            None => pdu,
+            (None, true) => {
+                return Err(Error::unavailable(format!("{server} vouched for the join but did not countersign it")));
+            }
+            (None, false) => pdu,
         };
         // Every event is verified, then kept oldest first, each checked against its own
         // (by then held) auth events: a resident server cannot hand over a forged state.
@@ -196,7 +214,61 @@ impl Services {
         self.set_current_state(room_id, &state, Some(&[pdu.event_id.to_string()])).await?;
         self.store.unforget_room(user.as_str(), room_id.as_str()).await?;
         tracing::info!(%room_id, %server, %user, "joined a room over federation");
+        if let Some(services) = self.handle() {
+            let (server, room_id, user) = (server.to_owned(), room_id.to_owned(), user.to_owned());
+            tokio::spawn(async move { services.catch_up_after_join(&server, &room_id, &user).await });
+        }
         Ok(())
+    }
+
+    /// What the room gained while this server was joining. Events the resident server
+    /// sent meanwhile were refused (the room was not here yet), and a join racing this
+    /// one went only to the servers in the room before it. The resident's forward
+    /// extremities, which a fresh make_join template names, lead to all of them: those
+    /// not held are fetched and received like any event, gaps before them included.
+    async fn catch_up_after_join(&self, server: &ruma::ServerName, room_id: &RoomId, user: &UserId) {
+        let mut request = prepare_join_event::v1::Request::new(room_id.to_owned(), user.to_owned());
+        request.ver = SUPPORTED_VERSIONS.iter().filter_map(|v| RoomVersionId::try_from(*v).ok()).collect();
+        let made = match self.send_federation_request(server, request).await {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::info!(%server, %room_id, error = %e.message, "cannot ask for the room's latest events after joining");
+                return;
+            }
+        };
+        let template: Value = serde_json::from_str(made.event.get()).unwrap_or_default();
+        let latest: Vec<OwnedEventId> = template["prev_events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str().and_then(|id| OwnedEventId::try_from(id).ok()))
+            .take(MAX_CATCH_UP_EVENTS)
+            .collect();
+        let budget = super::FetchBudget::for_transaction();
+        for event_id in latest {
+            match self.store.in_timeline(event_id.as_str()).await {
+                Ok(false) => {}
+                Ok(true) => continue,
+                Err(e) => {
+                    tracing::info!(error = %e, "catching up after a join");
+                    return;
+                }
+            }
+            let fetched = match self
+                .send_federation_request(server, get_event::v1::Request::new(event_id.clone()))
+                .await
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::info!(%server, %event_id, error = %e.message, "cannot fetch a latest event after joining");
+                    continue;
+                }
+            };
+            match self.ingest_pdu(server, &fetched.pdu, &budget).await {
+                Ok((id, outcome)) => tracing::debug!(%room_id, %id, ?outcome, "caught up after joining"),
+                Err(e) => tracing::info!(%room_id, %event_id, error = %e.message, "a latest event after joining"),
+            }
+        }
     }
 
     /// A local user leaves (or declines an invite to) a room this server is not in.

@@ -1,20 +1,28 @@
 //! Membership across servers, as the server in the room: other servers' users join and
 //! leave through this one (make_join/send_join, make_leave/send_leave), and invites
-//! from other servers to local users arrive here (invite v2).
+//! from other servers to local users arrive here (invite v2). A local member vouches for
+//! joins to a restricted room, and joins that race each other are made known to every
+//! server in the room.
 
 use std::sync::Arc;
 
 use ruma::{
-    CanonicalJsonObject, EventId, OwnedEventId, RoomId, RoomVersionId, ServerName, UserId,
-    api::federation::membership::RawStrippedState, events::TimelineEventType, signatures::sign_json, state_res,
+    CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
+    ServerName, UserId, api::federation::membership::RawStrippedState, events::TimelineEventType,
+    room_version_rules::RoomVersionRules, signatures::sign_json, state_res,
 };
 use serde_json::{Value, json, value::RawValue};
 
-use super::{Ingested, Pdu, append::Parents, remote::raw, version_rules};
+use super::{Ingested, Pdu, StateMap, append::Parents, remote::raw, version_rules};
 use crate::{
     error::{Error, Result},
     services::{Services, now_ms},
 };
+
+/// The most state events a joiner is sent after its join that its send_join answer lacked
+/// (joins and changes racing its own); more than that many in the moment of one join is no
+/// race, and the joiner catches up from later events.
+const MAX_MISSED_STATE: usize = 100;
 
 /// What a joining server receives: the state before its join and that state's auth chain.
 pub struct JoinedState {
@@ -60,7 +68,12 @@ impl Services {
             return Err(Error::forbidden(format!("room version {version} does not allow knocking")));
         }
         let parents = self.parents(room_id).await?;
-        let content = json!({ "membership": membership });
+        let mut content = json!({ "membership": membership });
+        if membership == "join"
+            && let Some(authoriser) = self.join_authoriser(&rules, &parents.state_before, user).await?
+        {
+            content["join_authorised_via_users_server"] = authoriser.as_str().into();
+        }
         let content_raw = serde_json::value::to_raw_value(&content).map_err(|e| Error::internal("content", e))?;
         let auth_types = state_res::auth_types_for_event(
             &TimelineEventType::RoomMember,
@@ -118,7 +131,11 @@ impl Services {
         if membership != "leave" {
             self.check_room_not_blocked(room_id).await?;
         }
-        let (rules, pdu) = self.verified_pdu(pdu, Some(room_id)).await?;
+        let countersigned = match membership {
+            "join" => Some(self.countersign_join(room_id, pdu).await?),
+            _ => None,
+        };
+        let (rules, pdu) = self.verified_pdu(countersigned.as_deref().unwrap_or(pdu), Some(room_id)).await?;
         let content = pdu.content_value();
         if pdu.event_id != event_id
             || pdu.room_id != room_id
@@ -137,16 +154,20 @@ impl Services {
             .map(|s| s.to_string())
             .collect();
         let budget = super::FetchBudget::for_transaction();
-        match self.ingest_prepared(origin, &rules, pdu.clone(), fan_out, &budget).await? {
-            Ingested::Accepted(_) | Ingested::AlreadyKnown => {}
+        let accepted = match self.ingest_prepared(origin, &rules, pdu.clone(), fan_out.clone(), &budget).await? {
+            Ingested::Accepted(_) => true,
+            Ingested::AlreadyKnown => false,
             Ingested::SoftFailed(reason) | Ingested::Rejected(reason) => return Err(Error::forbidden(reason)),
-        }
+        };
         let row = match self.store.event(event_id.as_str()).await? {
             Some(r) if r.stream_ordering != 0 => r,
             // Known, but refused before (a retry of a rejected join).
             _ => return Err(Error::forbidden(format!("{event_id} was refused by this server"))),
         };
         let state = self.state_at_group(row.state_group_before).await?;
+        if membership == "join" {
+            self.spread_concurrent_join(origin, &pdu, accepted.then_some(fan_out.as_slice()), &state).await?;
+        }
         let servers_in_room = self.room_servers(room_id.as_str()).await?.iter().map(|s| s.to_string()).collect();
         let mut joined = JoinedState { state: Vec::new(), auth_chain: Vec::new(), event: raw(&pdu)?, servers_in_room };
         if membership == "knock" {
@@ -283,5 +304,191 @@ impl Services {
         state.insert(("m.room.member".to_owned(), target.to_string()), pdu.event_id.to_string());
         self.set_current_state(room_id, &state, Some(&[pdu.event_id.to_string()])).await?;
         Ok(())
+    }
+}
+
+/// Restricted rooms (room versions 8+): a user who is in one of the rooms the join rule
+/// names may join without an invite, if a member who may invite vouches for the join
+/// (`join_authorised_via_users_server`) and that member's server signs it.
+impl Services {
+    /// The local member who vouches for `user`'s join under the restricted join rule in
+    /// `state`, or None when the join needs no one (another join rule, or the user is
+    /// invited or joined already). Refused as the spec says: `M_FORBIDDEN` when the user is
+    /// in none of the allowed rooms as far as this server knows, `M_UNABLE_TO_AUTHORISE_JOIN`
+    /// when this server cannot know (it is not in every one), `M_UNABLE_TO_GRANT_JOIN` when
+    /// no local member may invite.
+    pub(super) async fn join_authoriser(
+        &self,
+        rules: &RoomVersionRules,
+        state: &StateMap,
+        user: &UserId,
+    ) -> Result<Option<OwnedUserId>> {
+        if !self.check_restricted_join(rules, state, user).await? {
+            return Ok(None);
+        }
+        let power = self.power_levels_in(state, rules).await?;
+        let mut candidates: Vec<(ruma::events::room::power_levels::UserPowerLevel, OwnedUserId)> = state
+            .keys()
+            .filter(|(t, _)| t == "m.room.member")
+            .filter_map(|(_, k)| UserId::parse(k.as_str()).ok())
+            .filter(|u| self.is_local(u) && power.user_can_invite(u))
+            .map(|u| (power.for_user(&u), u))
+            .collect();
+        // The most powerful first, as Synapse picks: the one least likely to lose the power
+        // to invite before the join is in.
+        candidates.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, candidate) in candidates {
+            if self.membership_in(state, &candidate).await?.as_deref() == Some("join") {
+                return Ok(Some(candidate));
+            }
+        }
+        Err(Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "M_UNABLE_TO_GRANT_JOIN",
+            "no member of this server may invite to the room; try a server of another member",
+        ))
+    }
+
+    /// Whether `user`'s join needs someone to vouch for it under a restricted join rule;
+    /// an error when the user is in none of the rooms the rule allows.
+    async fn check_restricted_join(&self, rules: &RoomVersionRules, state: &StateMap, user: &UserId) -> Result<bool> {
+        let Some(allowed) = self.restricted_allow(rules, state).await? else { return Ok(false) };
+        if matches!(self.membership_in(state, user).await?.as_deref(), Some("join" | "invite")) {
+            return Ok(false);
+        }
+        let mut unknown = false;
+        for room in &allowed {
+            if self.store.membership(room.as_str(), user.as_str()).await?.as_deref() == Some("join") {
+                return Ok(true);
+            }
+            unknown |= !self.is_resident(room, None).await?;
+        }
+        // A user of another server may be in an allowed room this server is not in.
+        if unknown && !self.is_local(user) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_UNABLE_TO_AUTHORISE_JOIN",
+                format!("this server cannot tell whether {user} is in a room that allows joining"),
+            ));
+        }
+        Err(Error::forbidden(format!("{user} is not in any of the rooms whose members may join this one")))
+    }
+
+    /// The rooms whose members may join without an invite, when the join rule in `state`
+    /// is restricted (or knock_restricted) and the room version has that rule.
+    async fn restricted_allow(&self, rules: &RoomVersionRules, state: &StateMap) -> Result<Option<Vec<OwnedRoomId>>> {
+        let Some(id) = state.get(&("m.room.join_rules".to_owned(), String::new())) else { return Ok(None) };
+        let Some(event) = self.pdu(id).await? else { return Ok(None) };
+        let content = event.content_value();
+        let restricted = match content.get("join_rule").and_then(Value::as_str) {
+            Some("restricted") => rules.authorization.restricted_join_rule,
+            Some("knock_restricted") => rules.authorization.knock_restricted_join_rule,
+            _ => false,
+        };
+        if !restricted {
+            return Ok(None);
+        }
+        let allowed = content
+            .get("allow")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|rule| rule.get("type").and_then(Value::as_str) == Some("m.room_membership"))
+            .filter_map(|rule| rule.get("room_id").and_then(Value::as_str))
+            .filter_map(|room| OwnedRoomId::try_from(room).ok())
+            .collect();
+        Ok(Some(allowed))
+    }
+
+    /// The send_join of a join a local user vouches for, with this server's signature added:
+    /// without it no server accepts the event. Only this server's users can be vouched
+    /// for here, and only when the joiner still meets the join rule.
+    async fn countersign_join(&self, room_id: &RoomId, pdu: &RawValue) -> Result<Box<RawValue>> {
+        let mut obj: CanonicalJsonObject =
+            serde_json::from_str(pdu.get()).map_err(|e| Error::bad_json(format!("PDU is not canonical JSON: {e}")))?;
+        let field = |obj: &CanonicalJsonObject, outer: &str, inner: Option<&str>| {
+            let value = obj.get(outer)?;
+            let value = match inner {
+                Some(k) => value.as_object()?.get(k)?,
+                None => value,
+            };
+            value.as_str().map(str::to_owned)
+        };
+        let Some(authoriser) = field(&obj, "content", Some("join_authorised_via_users_server")) else {
+            return Ok(pdu.to_owned());
+        };
+        let authoriser = UserId::parse(authoriser.as_str())
+            .map_err(|e| Error::bad_json(format!("join_authorised_via_users_server: {e}")))?;
+        if !self.is_local(&authoriser) {
+            return Err(Error::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_UNABLE_TO_GRANT_JOIN",
+                format!("this server vouches only for joins through its own users, not {authoriser}"),
+            ));
+        }
+        let sender = field(&obj, "sender", None)
+            .and_then(|s| UserId::parse(s.as_str()).ok())
+            .ok_or_else(|| Error::bad_json("the join has no valid sender"))?;
+        let rules = self.rules_of(room_id).await?;
+        let state = self.store.current_state(room_id.as_str()).await?;
+        self.check_restricted_join(&rules, &state, &sender).await?;
+        // The event ID is derived, never part of the signed event.
+        obj.remove("event_id");
+        ruma::signatures::sign_event(self.server_name().as_str(), &self.keys.key_pair, &mut obj, &rules.redaction)
+            .map_err(|e| Error::bad_json(format!("cannot countersign the join: {e}")))?;
+        serde_json::value::to_raw_value(&obj).map_err(|e| Error::internal("countersigned join", e))
+    }
+}
+
+/// Joins at the same moment.
+impl Services {
+    /// Joins racing each other split the room: each joiner is answered with the state
+    /// before its own join, and each join goes to the servers in the room when it arrived.
+    /// Once `pdu` is in, with the room locked (every join stored before it is complete),
+    /// the servers that joined since the join was passed on to `told` get it too, and the
+    /// joiner gets what the current state holds that its answer, `given`, did not
+    /// (Synapse ties the extremities together with a dummy event for the same end).
+    async fn spread_concurrent_join(
+        &self,
+        origin: &ServerName,
+        pdu: &Pdu,
+        told: Option<&[String]>,
+        given: &StateMap,
+    ) -> Result<()> {
+        let room_id = pdu.room_id.as_str();
+        let lock = self.rooms.lock(&pdu.room_id);
+        let _guard = lock.lock().await;
+        if let Some(told) = told {
+            let late: Vec<OwnedServerName> = self
+                .room_servers(room_id)
+                .await?
+                .into_iter()
+                .filter(|s| s != origin && !told.iter().any(|t| t == s.as_str()))
+                .collect();
+            if !late.is_empty() {
+                tracing::debug!(%room_id, servers = ?late, event_id = %pdu.event_id, "passing on a join to servers that joined meanwhile");
+                self.queue_pdus(&late, &[pdu.json_string()]).await?;
+            }
+        }
+        let mut missed = Vec::new();
+        for (key, id) in self.store.current_state(room_id).await? {
+            if id == pdu.event_id.as_str() || given.get(&key) == Some(&id) {
+                continue;
+            }
+            if let Some(p) = self.pdu(&id).await? {
+                missed.push(p);
+            }
+            if missed.len() >= MAX_MISSED_STATE {
+                break;
+            }
+        }
+        if missed.is_empty() {
+            return Ok(());
+        }
+        // Parents before children, so the joiner can take each as it comes.
+        missed.sort_by_key(|p| (p.depth, p.origin_server_ts));
+        tracing::debug!(%room_id, %origin, events = missed.len(), "sending a joiner the state its answer lacked");
+        let payloads: Vec<String> = missed.iter().map(|p| p.json_string()).collect();
+        self.queue_pdus(&[origin.to_owned()], &payloads).await
     }
 }

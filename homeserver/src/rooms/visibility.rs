@@ -51,7 +51,8 @@ impl Services {
         self.membership_in(&state, user).await
     }
 
-    async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
+    /// A user's membership in a state map.
+    pub(super) async fn membership_in(&self, state: &StateMap, user: &UserId) -> Result<Option<String>> {
         let Some(id) = state.get(&("m.room.member".to_owned(), user.to_string())) else { return Ok(None) };
         Ok(self
             .pdu(id)
