@@ -9,7 +9,7 @@ use std::sync::Arc;
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomVersionId,
     ServerName, UserId, api::federation::membership::RawStrippedState, events::TimelineEventType,
-    room_version_rules::RoomVersionRules, signatures::sign_json, state_res,
+    room_version_rules::RoomVersionRules, state_res,
 };
 use serde_json::{Value, json, value::RawValue};
 
@@ -238,8 +238,9 @@ impl Services {
         if !self.is_local(&target) || self.store.user(target.as_str()).await?.is_none() {
             return Err(Error::not_found(format!("no user {target} here")));
         }
+        // Over the event as the room version redacts it, like every signature on an event.
         let mut signed = pdu.json.clone();
-        sign_json(self.server_name().as_str(), &self.keys.key_pair, &mut signed)
+        ruma::signatures::sign_event(self.server_name().as_str(), &self.keys.key_pair, &mut signed, &rules.redaction)
             .map_err(|e| Error::internal("signing invite", e))?;
         let signed_pdu = Arc::new(Pdu::from_json(pdu.event_id.clone(), room_id, signed).map_err(Error::bad_json)?);
 

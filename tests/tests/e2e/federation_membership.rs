@@ -536,3 +536,48 @@ async fn a_rejoin_brings_the_state_of_now() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// kairan countersigns an invite to one of its users (invite v2) over the event as the
+/// room version redacts it, as every signature on an event is checked: an invite carrying
+/// a display name in its content had a signature over the full event, which no server
+/// could verify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invites_are_countersigned_over_the_redacted_event() -> anyhow::Result<()> {
+    use kairan_tests::hostile::{HostileServer, invented_ids};
+    use ruma::{
+        CanonicalJsonObject, RoomVersionId,
+        signatures::{KeyPair as _, PublicKeyMap, verify_json},
+    };
+
+    let kairan = federating_server().await?;
+    kairan.create_users(&["alice"]).await?;
+    let remote = HostileServer::start().await?;
+    let rules = RoomVersionId::V11.rules().context("v11 rules")?;
+    let room_id = format!("!invited-room:{}", remote.server_name());
+    let invite = remote.sign(
+        &rules,
+        json!({
+            "type": "m.room.member", "state_key": kairan.user_id("alice"), "sender": remote.user_id("mallory"),
+            "room_id": room_id, "origin_server_ts": 1_700_000_000_000u64, "depth": 4,
+            "content": { "membership": "invite", "displayname": "Alice of the prefecture" },
+            "prev_events": invented_ids(1), "auth_events": invented_ids(3),
+        }),
+    )?;
+    let path = format!("/_matrix/federation/v2/invite/{}/{}", enc(&room_id), enc(&invite.event_id));
+    let body = json!({ "room_version": "11", "event": invite.pdu, "invite_room_state": [] });
+    let answer = remote.request(&kairan, ruma::exports::http::Method::PUT, &path, Some(&body)).await?.ok()?;
+    let signed: CanonicalJsonObject = serde_json::from_value(answer["event"].clone())?;
+    // verify_json checks every server's signature: the inviting server's and kairan's.
+    let kairan_key = kairan_tests::server_signing_key(&kairan, None)?;
+    let entry = |key: &ruma::signatures::Ed25519KeyPair| {
+        let public = ruma::serde::Base64::<ruma::serde::base64::Standard>::new(key.public_key().to_vec());
+        [(format!("ed25519:{}", key.version()), public)].into()
+    };
+    let keys = PublicKeyMap::from([
+        (kairan.server_name().to_owned(), entry(&kairan_key)),
+        (remote.server_name().to_owned(), entry(remote.key())),
+    ]);
+    let redacted = ruma::canonical_json::redact(signed, &rules.redaction, None)?;
+    verify_json(&keys, &redacted).context("kairan's signature on the invite, over the redacted event")?;
+    Ok(())
+}
