@@ -6,6 +6,7 @@ mod client;
 mod devices;
 mod edu;
 pub mod history;
+mod inbound;
 mod queries;
 pub mod queue;
 pub mod resolve;

@@ -805,3 +805,39 @@ async fn replayed_transactions_and_pdus_change_nothing() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A sender that gives up waiting for its transaction (its timeout) does not undo it: the
+/// transaction's work goes on and its event reaches the room without being sent again.
+/// The event names a parent kairan must first fetch, which the remote gives slowly; the
+/// sender hangs up after one second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_the_sender_stops_waiting_for_is_still_taken_in() -> anyhow::Result<()> {
+    let scene = Scene::start("12").await?;
+    or_panic(
+        async {
+            let parent = scene.sign(scene.room.message(&scene.mallory, "the parent, fetched slowly"))?;
+            let mut child = scene.room.message(&scene.mallory, "the child, sent in the transaction");
+            child["prev_events"] = json!([parent.event_id]);
+            child["depth"] = json!(scene.room.join_depth + 2);
+            let child = scene.sign(child)?;
+            scene.hostile.serve(&parent);
+            let answer = json!({ "events": [parent.pdu] });
+            scene.hostile.script(None, MISSING_EVENTS_PATH, Answer::slow(Duration::from_secs(3), Answer::json(answer)));
+            let sending = scene.hostile.send_transaction(&scene.kairan, "hung-up-1", std::slice::from_ref(&child.pdu));
+            ensure!(
+                tokio::time::timeout(Duration::from_secs(1), sending).await.is_err(),
+                "kairan answered before fetching the parent; the test needs it to be slow"
+            );
+            crate::federation::wait_for("the child in the room", FEDERATION_DEADLINE, || async {
+                let seen = scene.alice.event(&scene.room_id, &child.event_id).await?;
+                Ok(if seen.status == 200 { Ok(()) } else { Err(format!("{} {}", seen.status, seen.text)) })
+            })
+            .await?;
+            let parent_seen = scene.alice.event(&scene.room_id, &parent.event_id).await?;
+            ensure!(parent_seen.status == 200, "the parent: {} {}", parent_seen.status, parent_seen.text);
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
