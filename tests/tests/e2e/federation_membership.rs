@@ -546,7 +546,7 @@ async fn invites_are_countersigned_over_the_redacted_event() -> anyhow::Result<(
     use kairan_tests::hostile::{HostileServer, invented_ids};
     use ruma::{
         CanonicalJsonObject, RoomVersionId,
-        signatures::{KeyPair as _, PublicKeyMap, verify_json},
+        signatures::{PublicKeyMap, verify_json},
     };
 
     let kairan = federating_server().await?;
