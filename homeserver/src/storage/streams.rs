@@ -145,12 +145,22 @@ impl Store {
         to: i64,
         limit: usize,
     ) -> sqlx::Result<Vec<ToDeviceRow>> {
-        sqlx::query("DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3")
-            .bind(user)
-            .bind(device)
-            .bind(since)
-            .execute(&mut *self.conn().await?)
-            .await?;
+        // A read first: on SQLite a DELETE takes the database's write lock even when it
+        // deletes nothing, and every sync of every device would queue behind the writers.
+        let oldest: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(stream_pos) FROM to_device WHERE user_id = $1 AND device_id = $2")
+                .bind(user)
+                .bind(device)
+                .fetch_one(&mut *self.conn().await?)
+                .await?;
+        if oldest.is_some_and(|oldest| oldest <= since) {
+            sqlx::query("DELETE FROM to_device WHERE user_id = $1 AND device_id = $2 AND stream_pos <= $3")
+                .bind(user)
+                .bind(device)
+                .bind(since)
+                .execute(&mut *self.conn().await?)
+                .await?;
+        }
         let rows = sqlx::query(
             "SELECT stream_pos, sender, event_type, content FROM to_device WHERE user_id = $1 AND device_id = $2 \
              AND stream_pos > $3 AND stream_pos <= $4 ORDER BY stream_pos LIMIT $5",
