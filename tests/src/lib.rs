@@ -14,11 +14,14 @@
 //!   as a federation peer for the interoperability tests.
 //! - [`hostile::HostileServer`] is a fake homeserver the tests script to attack kairan
 //!   over federation (forged events, endless auth chains, huge and malformed answers).
+//! - [`prefecture::run`] is a whole prefecture on one machine: N+1 federating servers, two
+//!   rooms, traffic from every server while municipal servers are killed (issue 13).
 //! - [`assert_matrix_error`] / [`assert_sdk_error`] check a Matrix error response.
 
 mod api;
 pub mod hostile;
 mod pg;
+pub mod prefecture;
 mod server;
 mod signed;
 

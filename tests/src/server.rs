@@ -491,6 +491,12 @@ impl TestServer {
         bail!("the server did not exit within {within:?} of SIGTERM")
     }
 
+    /// The process ID of the running server (`None` after `kill`), e.g. to read its
+    /// `/proc/PID/status`.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Whether the process is still running (false after `kill` or a crash).
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {

@@ -41,6 +41,7 @@ mod federation_joins;
 mod federation_js_sdk;
 mod federation_keys;
 mod federation_membership;
+mod federation_prefecture;
 mod federation_synapse;
 mod federation_transport;
 mod hostile;
