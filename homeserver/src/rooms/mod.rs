@@ -8,6 +8,7 @@ mod ingest;
 mod membership;
 mod pdu;
 mod power;
+mod preview;
 mod read;
 mod redaction;
 mod remote;

@@ -215,3 +215,24 @@ async fn bundled_relations_respect_visibility_and_rooms() -> anyhow::Result<()> 
     ensure!(chunk.len() == 2 && chunk.iter().all(|e| e["room_id"] == room.as_str()), "relations: {listed}");
     Ok(())
 }
+
+/// A first `/register` without `auth` (and without anything else: matrix-rust-sdk opens
+/// with `{}`) is told the flows, 401 with a session, as the spec's user-interactive
+/// authentication has it; it used to be 400 "password is required", so that client could
+/// never register.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_registration_request_learns_the_flows() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default().registration_tokens(["open-sesame"])).await?;
+    for body in [json!({}), json!({ "username": "clerk" })] {
+        let answer = server.anonymous().post("/_matrix/client/v3/register", &body).await?;
+        ensure!(answer.status == 401, "{body}: {} {}", answer.status, answer.text);
+        ensure!(answer.body["session"].is_string(), "{body}: no session in {}", answer.text);
+        let flows = answer.body["flows"].as_array().cloned().unwrap_or_default();
+        ensure!(
+            flows.iter().any(|f| f["stages"] == json!(["m.login.registration_token"])),
+            "{body}: flows {}",
+            answer.text
+        );
+    }
+    Ok(())
+}

@@ -617,3 +617,40 @@ async fn events_carry_the_readers_membership_at_them() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The room summary (MSC3266, spec v1.15; matrix-rust-sdk's room previews): by ID or alias,
+/// on the stable and the unstable path, for members (`membership: join`), for anyone when
+/// the room is public (`leave`, or no membership without a token), and `M_NOT_FOUND` for a
+/// private room one is not in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_summaries_preview_rooms() -> anyhow::Result<()> {
+    let server = TestServer::start(ServerOptions::default()).await?;
+    server.create_users(&["alice", "bob"]).await?;
+    let alice = server.api("alice", PASSWORD).await?;
+    let bob = server.api("bob", PASSWORD).await?;
+    let public = alice
+        .create_room(&json!({ "preset": "public_chat", "name": "Town hall", "topic": "open to all",
+            "room_alias_name": "town-hall" }))
+        .await?;
+    let private = alice.create_room(&json!({ "preset": "private_chat", "name": "Cabinet" })).await?;
+    let alias = format!("#town-hall:{}", server.server_name());
+    let stable = |room: &str| format!("/_matrix/client/v1/room_summary/{}", enc(room));
+    let unstable = |room: &str| format!("/_matrix/client/unstable/im.nheko.summary/rooms/{}/summary", enc(room));
+
+    for (who, api, membership) in [("alice", &alice, json!("join")), ("bob", &bob, json!("leave"))] {
+        for path in [stable(&public), stable(&alias), unstable(&alias)] {
+            let summary = api.get(&path).await?.ok().with_context(|| format!("{who}: GET {path}"))?;
+            ensure!(summary["room_id"] == public.as_str() && summary["name"] == "Town hall", "{who} {path}: {summary}");
+            ensure!(summary["topic"] == "open to all" && summary["join_rule"] == "public", "{who}: {summary}");
+            ensure!(summary["num_joined_members"] == 1 && summary["room_version"].is_string(), "{who}: {summary}");
+            ensure!(summary["membership"] == membership, "{who}'s membership: {summary}");
+        }
+    }
+    let anonymous = server.anonymous().get(&stable(&public)).await?.ok().context("without a token")?;
+    ensure!(anonymous["name"] == "Town hall" && anonymous.get("membership").is_none(), "anonymous: {anonymous}");
+    alice.get(&stable(&private)).await?.ok().context("alice previews her private room")?;
+    assert_matrix_error(&bob.get(&stable(&private)).await?, 404, "M_NOT_FOUND").context("bob, a private room")?;
+    let versions = server.anonymous().get("/_matrix/client/versions").await?.ok()?;
+    ensure!(versions["unstable_features"]["im.nheko.summary"] == true, "/versions: {versions}");
+    Ok(())
+}

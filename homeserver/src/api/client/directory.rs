@@ -4,7 +4,7 @@ use axum::{Json, Router};
 use ruma::api::client::{
     alias::{create_alias, delete_alias, get_alias},
     directory::{get_public_rooms, get_public_rooms_filtered, get_room_visibility, set_room_visibility},
-    room::{Visibility, aliases},
+    room::{Visibility, aliases, get_summary},
 };
 use serde_json::{Value, json};
 
@@ -23,6 +23,21 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
         .ruma(public_rooms_filtered)
         .ruma(get_visibility)
         .ruma(set_visibility)
+        .ruma(summary)
+}
+
+/// GET /_matrix/client/v1/room_summary/{roomIdOrAlias} (and MSC3266's unstable path): a
+/// room's summary for someone who may see it, by ID or by alias; `M_NOT_FOUND` otherwise,
+/// as for a room this server does not know.
+async fn summary(state: AppState, req: Ruma<get_summary::v1::Request>) -> Result<Json<Value>> {
+    let room_id = match <&ruma::RoomAliasId>::try_from(&*req.body.room_id_or_alias) {
+        Ok(alias) => state.resolve_alias(alias).await?.0,
+        Err(_) => ruma::OwnedRoomId::try_from(req.body.room_id_or_alias.as_str())
+            .map_err(|e| Error::invalid_param(format!("not a room ID or alias: {e}")))?,
+    };
+    let user = req.auth.as_ref().map(|a| a.user.as_ref());
+    let preview = state.room_preview(&room_id, user).await?;
+    Ok(Json(preview.ok_or_else(|| Error::not_found("no such room, or not one you may preview"))?))
 }
 
 /// PUT /_matrix/client/v3/directory/room/{roomAlias}

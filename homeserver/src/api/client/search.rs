@@ -83,12 +83,16 @@ async fn hierarchy(state: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Re
         if !seen.insert(room_id.clone()) {
             continue;
         }
-        let Some(summary) = room_summary(&state, &room_id, &auth.user).await? else {
+        let Some(mut summary) = state.room_preview(&room_id, Some(&auth.user)).await? else {
             if depth == 0 {
                 return Err(Error::forbidden("you cannot see this space"));
             }
             continue;
         };
+        // The hierarchy's entries are summaries without the asker's membership.
+        if let Some(fields) = summary.as_object_mut() {
+            fields.remove("membership");
+        }
         let current = state.store.current_state(room_id.as_str()).await?;
         let mut children_state = Vec::new();
         for ((t, key), id) in current.iter() {
@@ -127,58 +131,6 @@ async fn hierarchy(state: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Re
         response["next_batch"] = next.to_string().into();
     }
     Ok(Json(response))
-}
-
-/// The public summary of a room, if the user may see it (joined, or a public or
-/// world-readable room).
-async fn room_summary(state: &AppState, room_id: &OwnedRoomId, user: &ruma::UserId) -> Result<Option<Value>> {
-    if state.store.room_version(room_id.as_str()).await?.is_none() {
-        return Ok(None);
-    }
-    let current = state.store.current_state(room_id.as_str()).await?;
-    let content = |t: &str| current.get(&(t.to_owned(), String::new())).cloned();
-    let get = |t: &str| {
-        let id = content(t);
-        async move {
-            match id {
-                Some(id) => Ok::<_, Error>(state.pdu(&id).await?.map(|p| p.content_value())),
-                None => Ok(None),
-            }
-        }
-    };
-    let join_rule = get("m.room.join_rules").await?.and_then(|c| c["join_rule"].as_str().map(str::to_owned));
-    let visibility =
-        get("m.room.history_visibility").await?.and_then(|c| c["history_visibility"].as_str().map(str::to_owned));
-    let joined = state.store.membership(room_id.as_str(), user.as_str()).await?.as_deref() == Some("join");
-    let world_readable = visibility.as_deref() == Some("world_readable");
-    if !joined && !world_readable && join_rule.as_deref() != Some("public") {
-        return Ok(None);
-    }
-    let mut entry = json!({
-        "room_id": room_id,
-        "num_joined_members": state.store.joined_member_count(room_id.as_str()).await?,
-        "world_readable": world_readable,
-        "guest_can_join": false,
-        "join_rule": join_rule.unwrap_or_else(|| "invite".to_owned()),
-    });
-    if let Some(c) = get("m.room.name").await? {
-        entry["name"] = c["name"].clone();
-    }
-    if let Some(c) = get("m.room.topic").await? {
-        entry["topic"] = c["topic"].clone();
-    }
-    if let Some(c) = get("m.room.canonical_alias").await? {
-        entry["canonical_alias"] = c["alias"].clone();
-    }
-    if let Some(c) = get("m.room.avatar").await? {
-        entry["avatar_url"] = c["url"].clone();
-    }
-    if let Some(c) = get("m.room.create").await?
-        && let Some(t) = c.get("type")
-    {
-        entry["room_type"] = t.clone();
-    }
-    Ok(Some(entry))
 }
 
 /// GET /_matrix/client/v3/voip/turnServer

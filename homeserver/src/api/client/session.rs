@@ -120,10 +120,15 @@ async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<J
     }
     // Everything else is checked before the token stage counts, so a request that
     // fails later has not passed it.
-    let password = body.password.clone().ok_or_else(|| Error::missing_param("password is required"))?;
     let stages = [UiaStage::RegistrationToken];
-    let session = match &body.auth {
-        Some(AuthData::RegistrationToken(t)) => {
+    // A first request without `auth` learns the flows (401), whatever else it lacks: the
+    // spec's way in, which clients (matrix-rust-sdk's register({})) take.
+    let Some(auth) = &body.auth else {
+        return Err(state.uia().challenge(None, &stages, None));
+    };
+    let password = body.password.clone().ok_or_else(|| Error::missing_param("password is required"))?;
+    let session = match auth {
+        AuthData::RegistrationToken(t) => {
             if !state.registration_token_valid(&t.token).await? {
                 return Err(state.uia().challenge(
                     t.session.as_deref(),
@@ -133,11 +138,10 @@ async fn register(state: AppState, req: Ruma<register::v3::Request>) -> Result<J
             }
             state.uia().complete_registration_token(t.session.as_deref(), &t.token)
         }
-        Some(other) => match other.session() {
+        other => match other.session() {
             Some(s) if state.uia().completed(s).contains(&UiaStage::RegistrationToken) => s.to_owned(),
             s => return Err(state.uia().challenge(s, &stages, None)),
         },
-        None => return Err(state.uia().challenge(None, &stages, None)),
     };
     // One use of the token per account, whichever request completes the registration:
     // consumed before the account is made, so a token used up meanwhile makes none.
