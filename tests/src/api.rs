@@ -196,6 +196,23 @@ impl Api {
         Ok(users)
     }
 
+    /// The current state of a room as this user's server shows it (`GET /state`), as a set
+    /// of `(type, state_key, event_id)`: what servers that agree on a room have in common.
+    pub async fn state_set(
+        &self,
+        room_id: &str,
+    ) -> anyhow::Result<std::collections::BTreeSet<(String, String, String)>> {
+        let state = self.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(room_id))).await?.ok()?;
+        let events = state.as_array().with_context(|| format!("/state is not an array: {state}"))?;
+        Ok(events
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
+                (s("type"), s("state_key"), s("event_id"))
+            })
+            .collect())
+    }
+
     /// `GET /sync` with an optional `since` and a `timeout` in milliseconds, requiring 200.
     pub async fn sync(&self, since: Option<&str>, timeout_ms: u64) -> anyhow::Result<Value> {
         let mut path = format!("/_matrix/client/v3/sync?timeout={timeout_ms}");

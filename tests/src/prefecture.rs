@@ -20,7 +20,7 @@
 //! small size runs in the suite (`e2e federation_prefecture`).
 
 use std::{
-    collections::{BTreeSet, HashMap, HashSet},
+    collections::{HashMap, HashSet},
     fmt,
     sync::{
         Arc, Mutex,
@@ -1033,20 +1033,6 @@ async fn count_missing(
     Ok((missing.len(), missing.into_iter().take(QUOTED).collect(), doubled))
 }
 
-/// The current state of a room on the caller's server as a set of
-/// `(type, state_key, event_id)`.
-async fn state_set(api: &Api, room_id: &str) -> anyhow::Result<BTreeSet<(String, String, String)>> {
-    let state = api.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(room_id))).await?.ok()?;
-    let events = state.as_array().with_context(|| format!("/state is not an array: {state}"))?;
-    Ok(events
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-            (s("type"), s("state_key"), s("event_id"))
-        })
-        .collect())
-}
-
 /// Per server, how both rooms' state differs from the prefecture's (`None`: identical),
 /// polled for at most [`STATE_DEADLINE`] so that a server finishing a resolution is not
 /// caught in the middle.
@@ -1056,12 +1042,12 @@ async fn compare_states(apis: &[Api], rooms: &[String; 2]) -> anyhow::Result<Vec
     loop {
         let mut reference = Vec::new();
         for room in rooms {
-            reference.push(state_set(&apis[0], room).await?);
+            reference.push(apis[0].state_set(room).await?);
         }
         for (i, api) in apis.iter().enumerate() {
             let mut diffs = Vec::new();
             for (room, theirs) in rooms.iter().zip(&reference) {
-                let ours = state_set(api, room).await?;
+                let ours = api.state_set(room).await?;
                 if ours != *theirs {
                     let only_here: Vec<_> = ours.difference(theirs).take(QUOTED).collect();
                     let only_there: Vec<_> = theirs.difference(&ours).take(QUOTED).collect();

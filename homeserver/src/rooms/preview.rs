@@ -16,6 +16,25 @@ impl Services {
     /// rule lets strangers in (`OPEN_JOIN_RULES`). With a user, `membership` says theirs
     /// (`leave` when they have none), as the room summary endpoint answers.
     pub async fn room_preview(&self, room_id: &RoomId, user: Option<&UserId>) -> Result<Option<Value>> {
+        let Some(mut entry) = self.room_summary_of(room_id).await? else { return Ok(None) };
+        let membership = match user {
+            Some(user) => self.store.membership(room_id.as_str(), user.as_str()).await?,
+            None => None,
+        };
+        let known = matches!(membership.as_deref(), Some("join" | "invite" | "knock"));
+        let open = entry["join_rule"].as_str().is_some_and(|r| OPEN_JOIN_RULES.contains(&r));
+        if !known && !open && entry["world_readable"] != true {
+            return Ok(None);
+        }
+        if user.is_some() {
+            entry["membership"] = membership.unwrap_or_else(|| "leave".to_owned()).into();
+        }
+        Ok(Some(entry))
+    }
+
+    /// A room's summary as anyone allowed to see it sees it (the public room directory's
+    /// entries too): `None` for a room this server is not in.
+    pub async fn room_summary_of(&self, room_id: &RoomId) -> Result<Option<Value>> {
         let Some(version) = self.store.room_version(room_id.as_str()).await? else { return Ok(None) };
         let current = self.store.current_state(room_id.as_str()).await?;
         let content = |t: &str| {
@@ -31,20 +50,11 @@ impl Services {
         let visibility = content("m.room.history_visibility")
             .await?
             .and_then(|c| c["history_visibility"].as_str().map(str::to_owned));
-        let membership = match user {
-            Some(user) => self.store.membership(room_id.as_str(), user.as_str()).await?,
-            None => None,
-        };
-        let world_readable = visibility.as_deref() == Some("world_readable");
-        let known = matches!(membership.as_deref(), Some("join" | "invite" | "knock"));
-        if !known && !world_readable && !join_rule.as_deref().is_some_and(|r| OPEN_JOIN_RULES.contains(&r)) {
-            return Ok(None);
-        }
         let mut entry = json!({
             "room_id": room_id,
             "room_version": version,
             "num_joined_members": self.store.joined_member_count(room_id.as_str()).await?,
-            "world_readable": world_readable,
+            "world_readable": visibility.as_deref() == Some("world_readable"),
             "guest_can_join": false,
             "join_rule": join_rule.unwrap_or_else(|| "invite".to_owned()),
         });
@@ -61,9 +71,6 @@ impl Services {
             {
                 entry[out] = value;
             }
-        }
-        if user.is_some() {
-            entry["membership"] = membership.unwrap_or_else(|| "leave".to_owned()).into();
         }
         Ok(Some(entry))
     }

@@ -77,20 +77,6 @@ pub(crate) async fn timeline(api: &Api, room_id: &str) -> anyhow::Result<Vec<Str
     Ok(ids)
 }
 
-/// The current state of a room on the caller's server as a set of
-/// `(type, state_key, event_id)`.
-pub(crate) async fn state_set(api: &Api, room_id: &str) -> anyhow::Result<BTreeSet<(String, String, String)>> {
-    let state = api.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(room_id))).await?.ok()?;
-    let events = state.as_array().with_context(|| format!("/state is not an array: {state}"))?;
-    Ok(events
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-            (s("type"), s("state_key"), s("event_id"))
-        })
-        .collect())
-}
-
 /// Waits until `user`'s membership in `room_id`, as the caller's server sees it, is
 /// `membership`.
 pub(crate) async fn wait_membership(api: &Api, room_id: &str, user: &str, membership: &str) -> anyhow::Result<()> {
@@ -145,7 +131,7 @@ pub(crate) async fn wait_same_state(
     wait_for("the same room state on every server", FEDERATION_DEADLINE, || async {
         let mut states = Vec::new();
         for api in apis {
-            states.push((api.me().to_owned(), state_set(api, room_id).await?));
+            states.push((api.me().to_owned(), api.state_set(room_id).await?));
         }
         let (first_user, first) = &states[0];
         for (user, state) in &states[1..] {

@@ -88,30 +88,8 @@ async fn directory(
     let limit = limit.unwrap_or(100).clamp(1, 500) as usize;
     let mut chunk = Vec::new();
     for room in state.store.public_rooms().await? {
-        let current = state.store.current_state(&room).await?;
-        let content = |t: &str| current.get(&(t.to_owned(), String::new())).cloned();
-        let mut entry = json!({
-            "room_id": room,
-            "num_joined_members": state.store.joined_member_count(&room).await?,
-            "world_readable": false,
-            "guest_can_join": false,
-        });
-        for (t, field, out) in [
-            ("m.room.name", "name", "name"),
-            ("m.room.topic", "topic", "topic"),
-            ("m.room.canonical_alias", "alias", "canonical_alias"),
-            ("m.room.avatar", "url", "avatar_url"),
-            ("m.room.join_rules", "join_rule", "join_rule"),
-            ("m.room.history_visibility", "history_visibility", "world_readable"),
-        ] {
-            if let Some(id) = content(t)
-                && let Some(p) = state.pdu(&id).await?
-                && let Some(v) = p.content_value().get(field)
-            {
-                entry[out] = v.clone();
-            }
-        }
-        entry["world_readable"] = (entry["world_readable"] == "world_readable").into();
+        let Ok(room_id) = ruma::RoomId::parse(&room) else { continue };
+        let Some(entry) = state.room_summary_of(&room_id).await? else { continue };
         if let Some(term) = term {
             let hay = format!("{} {} {}", entry["name"], entry["topic"], entry["canonical_alias"]).to_lowercase();
             if !hay.contains(&term.to_lowercase()) {
