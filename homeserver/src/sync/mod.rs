@@ -63,6 +63,8 @@ pub struct SyncRequest<'a> {
     pub to_device_since: Option<i64>,
     pub filter: Filter,
     pub full_state: bool,
+    /// Answer with `state_after` (the state at the end of each timeline) instead of `state`.
+    pub use_state_after: bool,
     pub timeout: Duration,
 }
 
@@ -486,9 +488,12 @@ impl Services {
             .chain([opts.viewer.to_string()])
             .collect();
         let mut keep: Vec<String> = Vec::new();
-        let mut consider = |state: &StateMap, changed_by_timeline: bool| {
+        // `changed_by_timeline`: take only the keys the timeline changes (`Some(true)`), only
+        // the others (`Some(false)`), or all (`None`: `state_after`, MSC4222 / spec v1.16, the
+        // state at the end of the timeline, which a client takes as it is).
+        let mut consider = |state: &StateMap, changed_by_timeline: Option<bool>| {
             for (key, id) in state.iter() {
-                if touched.contains(key) == changed_by_timeline
+                if changed_by_timeline.is_none_or(|c| touched.contains(key) == c)
                     && known.get(key) != Some(id)
                     && (!state_filter.lazy_load_members || key.0 != "m.room.member" || senders.contains(&key.1))
                 {
@@ -496,13 +501,15 @@ impl Services {
                 }
             }
         };
-        if let Some(start) = &start_state {
-            consider(start, true);
+        if let Some(start) = &start_state
+            && !req.use_state_after
+        {
+            consider(start, Some(true));
         }
         if let Some(end) = &end_state
             && !std::sync::Arc::ptr_eq(end, &known)
         {
-            consider(end, false);
+            consider(end, (!req.use_state_after).then_some(false));
         }
         let mut state_events = Vec::new();
         for e in self.client_state_events(&keep, opts).await? {
@@ -510,9 +517,10 @@ impl Services {
                 state_events.push(e);
             }
         }
+        let state_key = if req.use_state_after { "state_after" } else { "state" };
         let mut section = json!({
             "timeline": { "events": events, "limited": limited, "prev_batch": prev_batch },
-            "state": { "events": state_events },
+            state_key: { "events": state_events },
         });
         if full || limited {
             section["summary"] = self.room_summary(room_id, opts.viewer).await?;

@@ -530,6 +530,16 @@ async fn a_rejoin_brings_the_state_of_now() -> anyhow::Result<()> {
                 topics.last().is_some_and(|t| t["content"]["topic"] == "budget 2028"),
                 "the re-joined room's sync shows the topic {topics:?}"
             );
+            // A client asking for the state at the end of the timeline (MSC4222, spec v1.16)
+            // gets it under `state_after`, the new topic in it, and no `state`.
+            let sync = mayor.get("/_matrix/client/v3/sync?use_state_after=true").await?.ok()?;
+            let joined = &sync["rooms"]["join"][&room];
+            ensure!(joined.get("state").is_none(), "use_state_after: a `state` section too: {joined}");
+            let after = joined["state_after"]["events"].as_array().cloned().unwrap_or_default();
+            ensure!(
+                after.iter().any(|e| e["type"] == "m.room.topic" && e["content"]["topic"] == "budget 2028"),
+                "state_after of the re-joined room: {joined}"
+            );
             Ok(())
         }
         .await,

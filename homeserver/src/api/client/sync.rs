@@ -54,6 +54,7 @@ async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Js
         to_device_since: b.since.as_deref().and_then(parse_to_device_since),
         filter,
         full_state: b.full_state,
+        use_state_after: b.use_state_after,
         timeout: b.timeout.unwrap_or_default().min(MAX_TIMEOUT),
     };
     Ok(Json(state.sync(request).await?))
