@@ -404,6 +404,11 @@ async fn a_remote_join_brings_the_room_state_to_sync() -> anyhow::Result<()> {
             let context_state: Vec<String> =
                 context["state"].as_array().map(|a| a.iter().map(|e| str_of(&e["type"])).collect()).unwrap_or_default();
             ensure!(context_state.iter().any(|t| t == "m.room.encryption"), "/context state: {context}");
+            // Server-side search on the joining server finds the message received after the join.
+            let search = json!({ "search_categories": { "room_events": { "search_term": "welcome" } } });
+            let found = mayor.post("/_matrix/client/v3/search", &search).await?.ok()?;
+            let hits = found["search_categories"]["room_events"]["results"].as_array().cloned().unwrap_or_default();
+            ensure!(hits.iter().any(|h| h["result"]["event_id"] == said.as_str()), "/search on the mayor's server: {found}");
             // The state the join brought is held as outliers on the joining server: asking
             // for one by /event, /context or /relations is answered, never a 500.
             let state = mayor.get(&format!("/_matrix/client/v3/rooms/{}/state", enc(&room))).await?.ok()?;
