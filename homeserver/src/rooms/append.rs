@@ -424,6 +424,22 @@ impl Services {
         Ok(pdu)
     }
 
+    /// The room's state as of stream position `pos`, as a client should hold it. Where
+    /// nothing newer is held that is the current state, which can differ from the state
+    /// after the last event: the resolution of a fork, or a join whose state came with
+    /// the join (siblings of it are known only there). Earlier, the state after the last
+    /// event at `pos`.
+    pub async fn state_at_position(&self, room_id: &str, pos: i64) -> Result<Arc<StateMap>> {
+        let Some(last) = self.store.last_event_at(room_id, pos).await? else {
+            return Ok(Arc::default());
+        };
+        let latest = self.store.last_event_at(room_id, i64::MAX).await?;
+        if latest.is_some_and(|l| l.stream_ordering == last.stream_ordering) {
+            return Ok(Arc::new(self.store.current_state(room_id).await?));
+        }
+        self.state_at_group(last.state_group).await
+    }
+
     /// The state map of a state group (cached: groups never change). Group 0 is what an
     /// outlier has (an event known without its place in the room): no state is known there.
     pub async fn state_at_group(&self, group: i64) -> Result<Arc<StateMap>> {

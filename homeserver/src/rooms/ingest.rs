@@ -19,7 +19,7 @@ use std::{
 
 use ruma::{
     CanonicalJsonObject, EventId, OwnedEventId, OwnedRoomId, RoomId, ServerName, UInt,
-    api::federation::event::{get_event, get_missing_events, get_room_state},
+    api::federation::event::{get_event, get_missing_events, get_room_state, get_room_state_ids},
     canonical_json::redact,
     room_version_rules::RoomVersionRules,
     signatures::Verified,
@@ -64,6 +64,9 @@ const FETCH_TIME_PER_TRANSACTION: Duration = Duration::from_secs(20);
 /// may be 16 MiB).
 const STATE_FETCHES_PER_PDU: usize = 3;
 const STATE_FETCHES_PER_TRANSACTION: u32 = 5;
+/// Events of a state asked for as IDs that are fetched one by one when not held; with more
+/// missing, the whole state is fetched instead.
+const MISSING_STATE_EVENTS_FETCHED_ONE_BY_ONE: usize = 10;
 
 /// What another server may make this one fetch on its behalf: requests per PDU and per
 /// transaction, and a deadline. Shared by everything one transaction (or one join, one
@@ -120,7 +123,7 @@ fn take(n: &AtomicU32) -> bool {
 #[derive(Default)]
 pub(crate) struct Prepared {
     gap: Vec<Arc<Pdu>>,
-    states: HashMap<OwnedEventId, StateMap>,
+    states: HashMap<OwnedEventId, Arc<StateMap>>,
 }
 
 impl Services {
@@ -133,6 +136,11 @@ impl Services {
         budget: &FetchBudget,
     ) -> Result<(OwnedEventId, Ingested)> {
         budget.next_pdu();
+        // A room a local user is joining through another server right now: its servers
+        // send it events as soon as they accept the join, before this server has stored it.
+        if let Some(room_id) = room_id_of(raw) {
+            self.rooms.wait_for_join(&room_id).await;
+        }
         let (rules, pdu) = match self.verified_pdu(raw, None).await {
             Ok(checked) => checked,
             // A PDU that fails its checks is answered by ID where it has one, so the sender
@@ -204,7 +212,7 @@ impl Services {
         self.fetch_auth_events(origin, rules, pdu, budget).await?;
         let mut missing = false;
         for prev in &pdu.prev_events {
-            missing |= !self.store.in_timeline(prev.as_str()).await?;
+            missing |= !self.held_with_state(prev).await?;
         }
         if !missing {
             return Ok(prepared);
@@ -216,30 +224,63 @@ impl Services {
         // Prev events neither held nor brought by the gap: the state after them, from /state.
         // A gap event refused here before (rejected, soft-failed) will not join the
         // timeline either, so its state is fetched too.
+        // An invite held from before the join is in the timeline without the state at it,
+        // so it counts as unknown whether or not the gap brings it again.
         let mut known: HashSet<&EventId> = HashSet::new();
         for p in &prepared.gap {
-            if !self.store.is_rejected(p.event_id.as_str()).await? {
+            let held_without_state =
+                self.store.in_timeline(p.event_id.as_str()).await? && !self.held_with_state(&p.event_id).await?;
+            if !held_without_state && !self.store.is_rejected(p.event_id.as_str()).await? {
                 known.insert(&p.event_id);
             }
         }
         let mut unknown = Vec::new();
         for event in prepared.gap.iter().chain(std::iter::once(pdu)) {
             for prev in &event.prev_events {
-                if !known.contains(&**prev) && !unknown.contains(prev) && !self.store.in_timeline(prev.as_str()).await?
-                {
+                if !known.contains(&**prev) && !unknown.contains(prev) && !self.held_with_state(prev).await? {
                     unknown.push(prev.clone());
                 }
             }
         }
-        for prev in unknown.into_iter().take(STATE_FETCHES_PER_PDU) {
+        let mut fetches = 0;
+        for prev in unknown {
+            if let Some(state) = self.rooms.fetched_state(&prev) {
+                prepared.states.insert(prev, state);
+                continue;
+            }
+            // A state that could not be had a moment ago is not asked for again at once.
+            if fetches == STATE_FETCHES_PER_PDU || self.rooms.state_fetch_failed_recently(&prev) {
+                continue;
+            }
+            if !budget.take_state() {
+                tracing::info!(%origin, %prev, "not fetching the state at a gap: the budget for this request is spent");
+                continue;
+            }
+            fetches += 1;
             match self.state_after_remote(origin, rules, &pdu.room_id, &prev, budget).await {
                 Ok(state) => {
+                    let state = Arc::new(state);
+                    self.rooms.keep_fetched_state(&prev, state.clone());
                     prepared.states.insert(prev, state);
                 }
-                Err(e) => tracing::info!(%origin, %prev, error = %e.message, "cannot fetch the state at a gap"),
+                Err(e) => {
+                    tracing::info!(%origin, %prev, error = %e.message, "cannot fetch the state at a gap");
+                    self.rooms.state_fetch_failed(&prev);
+                }
             }
         }
         Ok(prepared)
+    }
+
+    /// Whether an event is in the timeline here with the room's state at it. An invite or
+    /// knock received before this server joined is in the timeline with only itself as
+    /// state: an event built on it needs the state at it from another server.
+    async fn held_with_state(&self, event_id: &EventId) -> Result<bool> {
+        let Some(row) = self.store.event(event_id.as_str()).await?.filter(|r| r.stream_ordering != 0) else {
+            return Ok(false);
+        };
+        let create = ("m.room.create".to_owned(), String::new());
+        Ok(self.state_at_group(row.state_group).await?.contains_key(&create))
     }
 
     /// Fetches the auth events of `pdu` that are not held (keeping them as outliers).
@@ -356,8 +397,10 @@ impl Services {
         for prev in &pdu.prev_events {
             if let Some(state) = prepared.states.get(prev) {
                 missing.push(prev.clone());
-                states.push(Arc::new(state.clone()));
-            } else if let Some(row) = self.store.event(prev.as_str()).await?.filter(|r| r.stream_ordering != 0) {
+                states.push(state.clone());
+            } else if self.held_with_state(prev).await?
+                && let Some(row) = self.store.event(prev.as_str()).await?
+            {
                 states.push(self.state_at_group(row.state_group).await?);
             } else {
                 return Ok(Ingested::Rejected(format!("prev event {prev} and the state at it are unavailable")));
@@ -570,19 +613,41 @@ impl Services {
         Some(pdu)
     }
 
-    /// Verifies a PDU and keeps it as an outlier. With `expected`, an event whose ID differs
-    /// is refused. Events that fail verification are dropped (logged), not errors.
-    pub(crate) async fn store_outlier(
+    /// Keeps a room's state and its auth chain as another server gave them (`/state`,
+    /// `send_join`): every event verified, then kept oldest first, so that each is checked
+    /// against its own auth events, by then held (a server cannot hand over a forged
+    /// state, and the order it sent them in does not matter). Returns the state's events
+    /// that were kept, by key.
+    pub(crate) async fn keep_state(
         &self,
-        raw: &RawValue,
-        room_id: &RoomId,
         rules: &RoomVersionRules,
-        expected: Option<&EventId>,
-    ) -> Result<Option<Arc<Pdu>>> {
-        match self.verified_fetched(raw, room_id, rules, expected).await {
-            Some(pdu) => self.keep_outlier(rules, pdu).await,
-            None => Ok(None),
+        room_id: &RoomId,
+        auth_chain: &[Box<RawValue>],
+        state: &[Box<RawValue>],
+    ) -> Result<StateMap> {
+        let mut received = Vec::new();
+        let mut state_ids = HashSet::new();
+        for (raw, in_state) in auth_chain.iter().map(|r| (r, false)).chain(state.iter().map(|r| (r, true))) {
+            if let Some(p) = self.verified_fetched(raw, room_id, rules, None).await {
+                if in_state {
+                    state_ids.insert(p.event_id.clone());
+                }
+                received.push(p);
+            }
         }
+        received.sort_by_key(|p| (p.depth, p.origin_server_ts));
+        received.dedup_by(|a, b| a.event_id == b.event_id);
+        let mut kept = StateMap::new();
+        for p in received {
+            let in_state = state_ids.contains(&p.event_id);
+            if let Some(p) = self.keep_outlier(rules, p).await?
+                && in_state
+                && let Some(k) = &p.state_key
+            {
+                kept.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
+            }
+        }
+        Ok(kept)
     }
 
     /// Keeps a verified event as an outlier if its held auth events allow it.
@@ -628,6 +693,12 @@ impl Services {
         let mut request =
             get_missing_events::v1::Request::new(pdu.room_id.clone(), earliest, vec![pdu.event_id.clone()]);
         request.limit = UInt::from(MISSING_EVENTS_LIMIT);
+        // Not below what this server holds (Synapse's habit): a server that joined lately
+        // would otherwise take the room's earlier history, which it holds as the state its
+        // join came with, into its timeline as new events.
+        if let Some(depth) = self.store.min_depth(pdu.room_id.as_str()).await? {
+            request.min_depth = UInt::try_from(depth.max(0) as u64).unwrap_or_default();
+        }
         let response = match self.send_federation_request(origin, request).await {
             Ok(r) => r,
             Err(e) => {
@@ -648,8 +719,10 @@ impl Services {
         Ok(events)
     }
 
-    /// The state after an event this server does not hold: the state before it (from
-    /// `origin`'s `/state`) plus the event itself.
+    /// The state after an event this server does not hold (or holds without it): the state
+    /// before it, plus the event itself (the caller has taken one state fetch from `budget`). Asked as IDs (`/state_ids`, a few KiB), with only
+    /// the events not held fetched one by one, as Synapse does; `/state`, whole events,
+    /// only when many are missing.
     async fn state_after_remote(
         &self,
         origin: &ServerName,
@@ -658,22 +731,48 @@ impl Services {
         event_id: &EventId,
         budget: &FetchBudget,
     ) -> Result<StateMap> {
-        if !budget.take_state() {
-            return Err(Error::unavailable("the budget for fetching is spent"));
-        }
-        let response = self
-            .send_federation_request(origin, get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned()))
+        let ids = self
+            .send_federation_request(
+                origin,
+                get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned()),
+            )
             .await?;
-        for raw in &response.auth_chain {
-            self.store_outlier(raw, room_id, rules, None).await?;
+        let mut missing = 0;
+        for id in ids.pdu_ids.iter().chain(&ids.auth_chain_ids) {
+            if self.pdu(id.as_str()).await?.is_none() {
+                missing += 1;
+            }
         }
         let mut state = StateMap::new();
-        for raw in &response.pdus {
-            if let Some(p) = self.store_outlier(raw, room_id, rules, None).await?
-                && let Some(k) = &p.state_key
-            {
-                state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
+        let mut complete = missing <= MISSING_STATE_EVENTS_FETCHED_ONE_BY_ONE;
+        if complete {
+            // Only the events themselves: one whose auth events are not held either is not
+            // kept, and the whole state (which brings its auth chain along) is fetched instead.
+            for id in &ids.pdu_ids {
+                match self.fetch_to_depth(origin, room_id, id, rules, budget, 0).await? {
+                    Some(p) => {
+                        if let Some(k) = &p.state_key {
+                            state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
+                        }
+                    }
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
             }
+        }
+        if !complete {
+            if !budget.take_state() {
+                return Err(Error::unavailable("the budget for fetching is spent"));
+            }
+            let response = self
+                .send_federation_request(
+                    origin,
+                    get_room_state::v1::Request::new(event_id.to_owned(), room_id.to_owned()),
+                )
+                .await?;
+            state = self.keep_state(rules, room_id, &response.auth_chain, &response.pdus).await?;
         }
         if let Some(p) = self.pdu_or_fetch(origin, room_id, event_id, rules, budget).await?
             && let Some(k) = &p.state_key
@@ -715,4 +814,13 @@ fn auth_event_ids(rules: &RoomVersionRules, pdu: &Pdu) -> Result<Vec<OwnedEventI
         }
     }
     Ok(ids)
+}
+
+/// The room ID a raw PDU names, if it is one.
+fn room_id_of(raw: &RawValue) -> Option<OwnedRoomId> {
+    #[derive(serde::Deserialize)]
+    struct RoomOnly {
+        room_id: OwnedRoomId,
+    }
+    serde_json::from_str::<RoomOnly>(raw.get()).ok().map(|r| r.room_id)
 }

@@ -53,12 +53,65 @@ pub struct RoomCaches {
     /// Resolved states by the sorted state groups they resolve: a room with many forward
     /// extremities over few distinct states resolves each set once, not per event.
     resolutions: Mutex<HashMap<Vec<i64>, Arc<StateMap>>>,
-    /// Events another server could not give (or gave wrong) lately, and when.
-    failed_fetches: Mutex<HashMap<ruma::OwnedEventId, std::time::Instant>>,
+    /// Rooms a local user is joining through another server right now (how many joins),
+    /// with the signal of the last one ending: events for the room wait for it.
+    joining: Mutex<HashMap<OwnedRoomId, (usize, Arc<tokio::sync::Notify>)>>,
+    /// The state after events not held here (or held without it), as fetched with
+    /// `/state`: the siblings of a join, built on an invite held from before it, all need it.
+    fetched_states: Mutex<HashMap<ruma::OwnedEventId, Arc<StateMap>>>,
+    /// Events another server could not give (or gave wrong) lately.
+    failed_fetches: RecentFailures,
+    /// Events the state at which another server could not give lately.
+    failed_states: RecentFailures,
 }
 
 /// How long an event that could not be fetched is not asked for again.
 const FETCH_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// How long an event for a room waits for a local user's join of it to end.
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Event IDs something could not be fetched for lately, and when: not asked for again
+/// within [`FETCH_RETRY_AFTER`], so a server cannot make this one ask the same twice.
+#[derive(Default)]
+struct RecentFailures(Mutex<HashMap<ruma::OwnedEventId, std::time::Instant>>);
+
+impl RecentFailures {
+    fn recently(&self, event_id: &ruma::EventId) -> bool {
+        let failed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        failed.get(event_id).is_some_and(|at| at.elapsed() < FETCH_RETRY_AFTER)
+    }
+
+    fn note(&self, event_id: &ruma::EventId) {
+        let mut failed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if failed.len() >= CACHE_LIMIT / 10 {
+            failed.retain(|_, at| at.elapsed() < FETCH_RETRY_AFTER);
+            if failed.len() >= CACHE_LIMIT / 10 {
+                failed.clear();
+            }
+        }
+        failed.insert(event_id.to_owned(), std::time::Instant::now());
+    }
+}
+
+/// A join through another server under way ([`RoomCaches::begin_join`]); dropping it ends it.
+pub(crate) struct JoinInProgress<'a> {
+    caches: &'a RoomCaches,
+    room_id: OwnedRoomId,
+}
+
+impl Drop for JoinInProgress<'_> {
+    fn drop(&mut self) {
+        let mut joining = self.caches.joining.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((count, done)) = joining.get_mut(&self.room_id) {
+            *count -= 1;
+            if *count == 0 {
+                done.notify_waiters();
+                joining.remove(&self.room_id);
+            }
+        }
+    }
+}
 
 /// Entries kept per cache before it is emptied; both caches hold immutable data, so
 /// emptying only costs re-reads.
@@ -87,20 +140,57 @@ impl RoomCaches {
         self.state_groups.lock().unwrap_or_else(|e| e.into_inner()).get(&group).cloned()
     }
 
+    fn fetched_state(&self, event_id: &ruma::EventId) -> Option<Arc<StateMap>> {
+        self.fetched_states.lock().unwrap_or_else(|e| e.into_inner()).get(event_id).cloned()
+    }
+
+    fn keep_fetched_state(&self, event_id: &ruma::EventId, state: Arc<StateMap>) {
+        let mut states = self.fetched_states.lock().unwrap_or_else(|e| e.into_inner());
+        // Each may be a whole room's state: far fewer than the other caches hold.
+        if states.len() >= CACHE_LIMIT / 100 {
+            states.clear();
+        }
+        states.insert(event_id.to_owned(), state);
+    }
+
     fn fetch_failed_recently(&self, event_id: &ruma::EventId) -> bool {
-        let failed = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
-        failed.get(event_id).is_some_and(|at| at.elapsed() < FETCH_RETRY_AFTER)
+        self.failed_fetches.recently(event_id)
     }
 
     fn fetch_failed(&self, event_id: &ruma::EventId) {
-        let mut failed = self.failed_fetches.lock().unwrap_or_else(|e| e.into_inner());
-        if failed.len() >= CACHE_LIMIT / 10 {
-            failed.retain(|_, at| at.elapsed() < FETCH_RETRY_AFTER);
-            if failed.len() >= CACHE_LIMIT / 10 {
-                failed.clear();
-            }
+        self.failed_fetches.note(event_id);
+    }
+
+    fn state_fetch_failed_recently(&self, event_id: &ruma::EventId) -> bool {
+        self.failed_states.recently(event_id)
+    }
+
+    fn state_fetch_failed(&self, event_id: &ruma::EventId) {
+        self.failed_states.note(event_id);
+    }
+
+    /// Marks a join through another server as under way until the guard is dropped.
+    pub(crate) fn begin_join(&self, room_id: &ruma::RoomId) -> JoinInProgress<'_> {
+        let mut joining = self.joining.lock().unwrap_or_else(|e| e.into_inner());
+        joining.entry(room_id.to_owned()).or_insert_with(|| (0, Arc::default())).0 += 1;
+        JoinInProgress { caches: self, room_id: room_id.to_owned() }
+    }
+
+    /// Waits (at most `JOIN_WAIT`) while a local user is joining the room through another
+    /// server: what its servers send meanwhile would otherwise find the room unknown here
+    /// and be refused, and a refused event is not sent again.
+    pub(crate) async fn wait_for_join(&self, room_id: &ruma::RoomId) {
+        let Some(done) = self.joining.lock().unwrap_or_else(|e| e.into_inner()).get(room_id).map(|j| j.1.clone())
+        else {
+            return;
+        };
+        let notified = done.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if !self.joining.lock().unwrap_or_else(|e| e.into_inner()).contains_key(room_id) {
+            return;
         }
-        failed.insert(event_id.to_owned(), std::time::Instant::now());
+        let _ = tokio::time::timeout(JOIN_WAIT, notified).await;
     }
 
     fn cached_resolution(&self, groups: &[i64]) -> Option<Arc<StateMap>> {

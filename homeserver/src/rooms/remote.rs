@@ -17,7 +17,7 @@ use ruma::{
 };
 use serde_json::{Value, value::RawValue};
 
-use super::{EventTemplate, Pdu, SUPPORTED_VERSIONS, StateMap, append::Parents, version_rules};
+use super::{EventTemplate, Pdu, SUPPORTED_VERSIONS, append::Parents, version_rules};
 use crate::{
     error::{Error, Result},
     services::{Services, now_ms},
@@ -112,6 +112,7 @@ impl Services {
         via: &[OwnedServerName],
         reason: Option<String>,
     ) -> Result<()> {
+        let _joining = self.rooms.begin_join(room_id);
         self.through_any(room_id, user, via, "join", |server| {
             let reason = reason.clone();
             async move { self.join_through(&server, room_id, user, reason).await }
@@ -155,39 +156,9 @@ impl Services {
             }
             (None, false) => pdu,
         };
-        // Every event is verified, then kept oldest first, each checked against its own
-        // (by then held) auth events: a resident server cannot hand over a forged state.
-        let mut received = Vec::new();
-        let state_ids: std::collections::HashSet<String> = joined
-            .state
-            .iter()
-            .filter_map(|e| serde_json::from_str::<ruma::CanonicalJsonObject>(e.get()).ok())
-            .filter_map(|o| ruma::signatures::reference_hash(&o, &rules).ok())
-            .map(|h| format!("${h}"))
-            .collect();
-        for event in joined.auth_chain.iter().chain(&joined.state) {
-            let Ok(obj) = serde_json::from_str::<ruma::CanonicalJsonObject>(event.get()) else { continue };
-            match self.verify_pdu_object(obj, room_id, &rules).await {
-                Ok(p) if p.room_id == room_id => received.push(p),
-                Ok(_) => {}
-                Err(e) => tracing::info!(error = %e.message, "dropping a join state event that fails verification"),
-            }
-        }
-        received.sort_by_key(|p| (p.depth, p.origin_server_ts));
-        received.dedup_by(|a, b| a.event_id == b.event_id);
-
         let lock = self.rooms.lock(room_id);
         let _guard = lock.lock().await;
-        let mut state = StateMap::new();
-        for p in received {
-            let in_state = state_ids.contains(p.event_id.as_str());
-            if let Some(p) = self.keep_outlier(&rules, p).await?
-                && in_state
-                && let Some(k) = &p.state_key
-            {
-                state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
-            }
-        }
+        let mut state = self.keep_state(&rules, room_id, &joined.auth_chain, &joined.state).await?;
         let create_id = state
             .get(&("m.room.create".to_owned(), String::new()))
             .ok_or_else(|| Error::bad_json(format!("{server} sent the room's state without its create event")))?;

@@ -486,6 +486,15 @@ impl Store {
             .transpose()
     }
 
+    /// The lowest depth of the events this server took into a room's timeline as they
+    /// came (not outliers, not backfilled history, which has positions below 0).
+    pub async fn min_depth(&self, room_id: &str) -> sqlx::Result<Option<i64>> {
+        sqlx::query_scalar("SELECT MIN(depth) FROM events WHERE room_id = $1 AND stream_ordering > 0")
+            .bind(room_id)
+            .fetch_one(&mut *self.conn().await?)
+            .await
+    }
+
     /// The event with the highest stream ordering at or below `pos` in a room.
     pub async fn last_event_at(&self, room_id: &str, pos: i64) -> sqlx::Result<Option<EventRow>> {
         let row = sqlx::query(AssertSqlSafe(format!(

@@ -461,19 +461,13 @@ impl Services {
         let state_filter = &req.filter.room.state;
         let known: std::sync::Arc<StateMap> = match full {
             true => Default::default(),
-            false => match self.store.last_event_at(room_id.as_str(), since).await? {
-                Some(e) => self.state_at_group(e.state_group).await?,
-                None => Default::default(),
-            },
+            false => self.state_at_position(room_id.as_str(), since).await?,
         };
         let start_state = match visible.first() {
             Some(first) => Some(self.state_at_group(first.state_group_before).await?),
             None => None,
         };
-        let end_state = match self.store.last_event_at(room_id.as_str(), to).await? {
-            Some(last) => Some(self.state_at_group(last.state_group).await?),
-            None => None,
-        };
+        let end_state = self.state_at_position(room_id.as_str(), to).await?;
         let mut touched = BTreeSet::new();
         for row in &visible {
             if let Some(p) = self.pdu(&row.event_id).await?
@@ -506,10 +500,8 @@ impl Services {
         {
             consider(start, Some(true));
         }
-        if let Some(end) = &end_state
-            && !std::sync::Arc::ptr_eq(end, &known)
-        {
-            consider(end, (!req.use_state_after).then_some(false));
+        if !std::sync::Arc::ptr_eq(&end_state, &known) {
+            consider(&end_state, (!req.use_state_after).then_some(false));
         }
         let mut state_events = Vec::new();
         for e in self.client_state_events(&keep, opts).await? {

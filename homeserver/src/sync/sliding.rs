@@ -760,11 +760,7 @@ impl Services {
         user: &UserId,
     ) -> Result<(Vec<String>, std::sync::Arc<StateMap>)> {
         let room = room_id.as_str();
-        let after_row = self.store.last_event_at(room, to).await?;
-        let after = match &after_row {
-            Some(row) => self.state_at_group(row.state_group).await?,
-            None => Default::default(),
-        };
+        let after = self.state_at_position(room, to).await?;
         let rs = &config.required_state;
         let me = user.as_str();
         let mut ids = Vec::new();
@@ -776,13 +772,15 @@ impl Services {
             }
             return Ok((ids, after));
         }
-        let before_row = self.store.last_event_at(room, from).await?;
-        let same_group = matches!((&before_row, &after_row), (Some(b), Some(a)) if b.state_group == a.state_group);
-        if !same_group {
-            let before = match &before_row {
-                Some(row) => self.state_at_group(row.state_group).await?,
-                None => Default::default(),
-            };
+        // The current state moves only with an event: none since `from`, nothing changed.
+        let last = |pos| self.store.last_event_at(room, pos);
+        let unchanged = match (last(from).await?, last(to).await?) {
+            (Some(b), Some(a)) => b.stream_ordering == a.stream_ordering,
+            (None, None) => true,
+            _ => false,
+        };
+        if !unchanged {
+            let before = self.state_at_position(room, from).await?;
             for ((t, k), id) in after.iter() {
                 if before.get(&(t.clone(), k.clone())) != Some(id) && required(rs, t, k, me, &timeline.senders) {
                     ids.push(id.clone());

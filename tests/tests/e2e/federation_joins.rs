@@ -232,6 +232,18 @@ async fn synapse_user_joins_restricted_kairan_room() -> anyhow::Result<()> {
 /// `/joined_members` and in its initial `/sync`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_joins_reach_every_server() -> anyhow::Result<()> {
+    concurrent_joins(false).await
+}
+
+/// The same for an invited room, as the prefecture's rooms are: each mayor's server holds
+/// its invite from before it joined, without the room's state, and the joins of the
+/// others build on those invites. Then every mayor also receives what the governor says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_of_invited_mayors_reach_every_server() -> anyhow::Result<()> {
+    concurrent_joins(true).await
+}
+
+async fn concurrent_joins(invited: bool) -> anyhow::Result<()> {
     let (pref, a, b, c) =
         tokio::try_join!(federating_server(), federating_server(), federating_server(), federating_server())?;
     pref.create_user("governor", PASSWORD, true).await?;
@@ -246,7 +258,17 @@ async fn concurrent_joins_reach_every_server() -> anyhow::Result<()> {
     }
     or_panic(
         async {
-            let room = governor.create_room(&json!({ "preset": "public_chat", "name": "Mayors" })).await?;
+            let preset = if invited { "private_chat" } else { "public_chat" };
+            let room = governor.create_room(&json!({ "preset": preset, "name": "Mayors" })).await?;
+            if invited {
+                for mayor in &mayors {
+                    let invite = json!({ "user_id": mayor.me() });
+                    governor.post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), &invite).await?.ok()?;
+                }
+                for mayor in &mayors {
+                    crate::federation::wait_invite(mayor, &room).await?;
+                }
+            }
             let (ja, jb, jc) = tokio::join!(
                 join_via(&mayors[0], &room, &pref),
                 join_via(&mayors[1], &room, &pref),
@@ -279,6 +301,18 @@ async fn concurrent_joins_reach_every_server() -> anyhow::Result<()> {
                 seen.sort();
                 seen.dedup();
                 ensure!(seen == everyone, "{}'s initial sync shows the joins of {seen:?}: {joined}", api.me());
+            }
+            let said = governor.send_text_ok(&room, "after-joins", "Welcome, all of you").await?;
+            for mayor in &mayors {
+                wait_for(
+                    &format!("the governor's welcome on {}'s server", mayor.me()),
+                    FEDERATION_DEADLINE,
+                    || async {
+                        let seen = mayor.event(&room, &said).await?;
+                        Ok(if seen.status == 200 { Ok(()) } else { Err(format!("{} {}", seen.status, seen.text)) })
+                    },
+                )
+                .await?;
             }
             anyhow::Ok(())
         }

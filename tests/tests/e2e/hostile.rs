@@ -841,3 +841,75 @@ async fn a_transaction_the_sender_stops_waiting_for_is_still_taken_in() -> anyho
     );
     Ok(())
 }
+
+/// A fork, honestly made: Alice changes the topic and talks on while Mallory's server, not
+/// having seen any of it, renames Mallory on top of Mallory's join. The last event kairan
+/// takes in is then Mallory's, and the state after it still has the old topic; the room's
+/// state is the resolution of both branches. A client syncing now, with a timeline too short
+/// to hold either change, must be told both: by `/sync` and by sliding sync, as by `/state`.
+#[tokio::test]
+async fn a_forks_resolved_state_reaches_sync() -> anyhow::Result<()> {
+    let scene = Scene::start("12").await?;
+    or_panic(
+        async {
+            let topic = json!({ "topic": "The 2027 budget" });
+            put_state(&scene.alice, &scene.room_id, "m.room.topic", "", &topic).await?.ok()?;
+            for i in 0..3 {
+                scene.alice.send_text_ok(&scene.room_id, &format!("talk-{i}"), "on the new topic").await?;
+            }
+            let content = json!({ "membership": "join", "displayname": "Mallory, renamed" });
+            let mut rename = scene.room.event(&scene.mallory, "m.room.member", Some(&scene.mallory), content);
+            let join_rules = scene.room.state_id("m.room.join_rules", "").context("join rules")?;
+            rename["auth_events"].as_array_mut().context("auth events")?.push(join_rules.into());
+            let renamed = scene.sign(rename)?;
+            scene.send(&[&renamed]).await?;
+            crate::federation::wait_for("the rename in the room", FEDERATION_DEADLINE, || async {
+                let seen = scene.alice.event(&scene.room_id, &renamed.event_id).await?;
+                Ok(if seen.status == 200 { Ok(()) } else { Err(format!("{} {}", seen.status, seen.text)) })
+            })
+            .await?;
+            let current = scene.alice.state(&scene.room_id, "m.room.topic", "").await?;
+            ensure!(current["topic"] == "The 2027 budget", "/state has the topic {current}");
+
+            // The timeline holds only the rename: everything else comes from the state section.
+            let filter = json!({ "room": { "timeline": { "limit": 1 } } }).to_string();
+            let sync =
+                scene.alice.get(&format!("/_matrix/client/v3/sync?timeout=0&filter={}", enc(&filter))).await?.ok()?;
+            let joined = &sync["rooms"]["join"][&scene.room_id];
+            let timeline: Vec<&Value> = joined["timeline"]["events"].as_array().into_iter().flatten().collect();
+            ensure!(
+                timeline.len() == 1 && timeline[0]["event_id"] == renamed.event_id.as_str(),
+                "the timeline is the rename alone: {timeline:?}"
+            );
+            let topics: Vec<&Value> = joined["state"]["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "m.room.topic")
+                .map(|e| &e["content"]["topic"])
+                .collect();
+            ensure!(topics == [&json!("The 2027 budget")], "/sync's state section has the topics {topics:?}: {joined}");
+
+            let body = json!({ "lists": { "all": {
+                "ranges": [[0, 10]], "timeline_limit": 1, "required_state": [["m.room.topic", ""]],
+            } } });
+            let path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
+            let sliding = scene.alice.post(path, &body).await?.ok()?;
+            let room = &sliding["rooms"][&scene.room_id];
+            let topics: Vec<&Value> = room["required_state"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["type"] == "m.room.topic")
+                .map(|e| &e["content"]["topic"])
+                .collect();
+            ensure!(
+                topics == [&json!("The 2027 budget")],
+                "sliding sync's required_state has the topics {topics:?}: {room}"
+            );
+            Ok(())
+        }
+        .await,
+    );
+    Ok(())
+}
