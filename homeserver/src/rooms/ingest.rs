@@ -60,13 +60,12 @@ const FETCHES_PER_TRANSACTION: u32 = 200;
 /// Time one transaction may spend fetching; what is not had by then is refused for now
 /// (the sender retries, or a later event brings it).
 const FETCH_TIME_PER_TRANSACTION: Duration = Duration::from_secs(20);
-/// Most `/state` requests one PDU's gaps may cause, and one transaction's (each answer
-/// may be 16 MiB).
+/// Most states one PDU's gaps may cause asking for, and `/state` requests one
+/// transaction's (each answer may be 16 MiB); `/state_ids` answers are a few KiB in an
+/// honest room, so more of them are allowed (a burst of joins needs one per join).
 const STATE_FETCHES_PER_PDU: usize = 3;
 const STATE_FETCHES_PER_TRANSACTION: u32 = 5;
-/// Events of a state asked for as IDs that are fetched one by one when not held; with more
-/// missing, the whole state is fetched instead.
-const MISSING_STATE_EVENTS_FETCHED_ONE_BY_ONE: usize = 10;
+const STATE_IDS_FETCHES_PER_TRANSACTION: u32 = 25;
 
 /// What another server may make this one fetch on its behalf: requests per PDU and per
 /// transaction, and a deadline. Shared by everything one transaction (or one join, one
@@ -76,6 +75,7 @@ pub struct FetchBudget {
     transaction_left: AtomicU32,
     pdu_left: AtomicU32,
     states_left: AtomicU32,
+    state_ids_left: AtomicU32,
     deadline: Instant,
 }
 
@@ -86,6 +86,7 @@ impl FetchBudget {
             transaction_left: AtomicU32::new(FETCHES_PER_TRANSACTION),
             pdu_left: AtomicU32::new(FETCHES_PER_PDU),
             states_left: AtomicU32::new(STATE_FETCHES_PER_TRANSACTION),
+            state_ids_left: AtomicU32::new(STATE_IDS_FETCHES_PER_TRANSACTION),
             deadline: Instant::now() + FETCH_TIME_PER_TRANSACTION,
         }
     }
@@ -106,6 +107,11 @@ impl FetchBudget {
     /// Takes one `/state` request (and one request) from the budget.
     fn take_state(&self) -> bool {
         take(&self.states_left) && self.take()
+    }
+
+    /// Takes one `/state_ids` request (and one request) from the budget.
+    fn take_state_ids(&self) -> bool {
+        take(&self.state_ids_left) && self.take()
     }
 
     fn time_left(&self) -> Duration {
@@ -210,6 +216,11 @@ impl Services {
     ) -> Result<Prepared> {
         let mut prepared = Prepared::default();
         self.fetch_auth_events(origin, rules, pdu, budget).await?;
+        // An event its own auth events refuse (or whose auth events no one gave) is refused
+        // before its gaps matter: nothing more is fetched for it.
+        if self.check_auth_events(rules, pdu).await?.is_some() {
+            return Ok(prepared);
+        }
         let mut missing = false;
         for prev in &pdu.prev_events {
             missing |= !self.held_with_state(prev).await?;
@@ -236,6 +247,10 @@ impl Services {
         }
         let mut unknown = Vec::new();
         for event in prepared.gap.iter().chain(std::iter::once(pdu)) {
+            // Likewise a gap event its own auth events refuse: the state before it is not needed.
+            if event.event_id != pdu.event_id && self.check_auth_events(rules, event).await?.is_some() {
+                continue;
+            }
             for prev in &event.prev_events {
                 if !known.contains(&**prev) && !unknown.contains(prev) && !self.held_with_state(prev).await? {
                     unknown.push(prev.clone());
@@ -252,7 +267,7 @@ impl Services {
             if fetches == STATE_FETCHES_PER_PDU || self.rooms.state_fetch_failed_recently(&prev) {
                 continue;
             }
-            if !budget.take_state() {
+            if !budget.take_state_ids() {
                 tracing::info!(%origin, %prev, "not fetching the state at a gap: the budget for this request is spent");
                 continue;
             }
@@ -720,7 +735,7 @@ impl Services {
     }
 
     /// The state after an event this server does not hold (or holds without it): the state
-    /// before it, plus the event itself (the caller has taken one state fetch from `budget`). Asked as IDs (`/state_ids`, a few KiB), with only
+    /// before it, plus the event itself (the caller has taken one `/state_ids` from `budget`). Asked as IDs (`/state_ids`, a few KiB), with only
     /// the events not held fetched one by one, as Synapse does; `/state`, whole events,
     /// only when many are missing.
     async fn state_after_remote(
@@ -737,28 +752,18 @@ impl Services {
                 get_room_state_ids::v1::Request::new(event_id.to_owned(), room_id.to_owned()),
             )
             .await?;
-        let mut missing = 0;
-        for id in ids.pdu_ids.iter().chain(&ids.auth_chain_ids) {
-            if self.pdu(id.as_str()).await?.is_none() {
-                missing += 1;
-            }
-        }
         let mut state = StateMap::new();
-        let mut complete = missing <= MISSING_STATE_EVENTS_FETCHED_ONE_BY_ONE;
-        if complete {
-            // Only the events themselves: one whose auth events are not held either is not
-            // kept, and the whole state (which brings its auth chain along) is fetched instead.
-            for id in &ids.pdu_ids {
-                match self.fetch_to_depth(origin, room_id, id, rules, budget, 0).await? {
-                    Some(p) => {
-                        if let Some(k) = &p.state_key {
-                            state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
-                        }
+        let mut complete = true;
+        for id in &ids.pdu_ids {
+            match self.pdu(id.as_str()).await? {
+                Some(p) if p.room_id == room_id => {
+                    if let Some(k) = &p.state_key {
+                        state.insert((p.kind.to_string(), k.clone()), p.event_id.to_string());
                     }
-                    None => {
-                        complete = false;
-                        break;
-                    }
+                }
+                _ => {
+                    complete = false;
+                    break;
                 }
             }
         }
