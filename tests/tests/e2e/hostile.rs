@@ -881,13 +881,7 @@ async fn a_forks_resolved_state_reaches_sync() -> anyhow::Result<()> {
                 timeline.len() == 1 && timeline[0]["event_id"] == renamed.event_id.as_str(),
                 "the timeline is the rename alone: {timeline:?}"
             );
-            let topics: Vec<&Value> = joined["state"]["events"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| e["type"] == "m.room.topic")
-                .map(|e| &e["content"]["topic"])
-                .collect();
+            let topics = topics_in(&joined["state"]["events"]);
             ensure!(topics == [&json!("The 2027 budget")], "/sync's state section has the topics {topics:?}: {joined}");
 
             let body = json!({ "lists": { "all": {
@@ -896,13 +890,7 @@ async fn a_forks_resolved_state_reaches_sync() -> anyhow::Result<()> {
             let path = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
             let sliding = scene.alice.post(path, &body).await?.ok()?;
             let room = &sliding["rooms"][&scene.room_id];
-            let topics: Vec<&Value> = room["required_state"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|e| e["type"] == "m.room.topic")
-                .map(|e| &e["content"]["topic"])
-                .collect();
+            let topics = topics_in(&room["required_state"]);
             ensure!(
                 topics == [&json!("The 2027 budget")],
                 "sliding sync's required_state has the topics {topics:?}: {room}"
@@ -912,4 +900,15 @@ async fn a_forks_resolved_state_reaches_sync() -> anyhow::Result<()> {
         .await,
     );
     Ok(())
+}
+
+/// The topics among a list of state events.
+fn topics_in(events: &Value) -> Vec<&Value> {
+    events
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["type"] == "m.room.topic")
+        .map(|e| &e["content"]["topic"])
+        .collect()
 }
