@@ -232,11 +232,10 @@ impl Services {
         for event in &prepared.gap {
             self.fetch_auth_events(origin, rules, event, budget).await?;
         }
-        // Prev events neither held nor brought by the gap: the state after them, from /state.
-        // A gap event refused here before (rejected, soft-failed) will not join the
-        // timeline either, so its state is fetched too.
-        // An invite held from before the join is in the timeline without the state at it,
-        // so it counts as unknown whether or not the gap brings it again.
+        // Prev events neither held nor brought by the gap: the state after them, asked of
+        // the origin. A gap event refused here before (rejected, soft-failed) will not join
+        // the timeline either, so its state is asked for too; so is an invite held from
+        // before the join, whether or not the gap brings it again (it is held without it).
         let mut known: HashSet<&EventId> = HashSet::new();
         for p in &prepared.gap {
             let held_without_state =
