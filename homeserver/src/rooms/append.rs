@@ -430,7 +430,14 @@ impl Services {
     /// the join (siblings of it are known only there). Earlier, the state after the last
     /// event at `pos`.
     pub async fn state_at_position(&self, room_id: &str, pos: i64) -> Result<Arc<StateMap>> {
-        let Some(last) = self.store.last_event_at(room_id, pos).await? else {
+        let last = self.store.last_event_at(room_id, pos).await?;
+        self.state_as_of(room_id, last.as_ref()).await
+    }
+
+    /// [`Self::state_at_position`] for the position of `last`, the room's last event there
+    /// (`None`: the room had none yet), for a caller that has read it already.
+    pub async fn state_as_of(&self, room_id: &str, last: Option<&crate::storage::EventRow>) -> Result<Arc<StateMap>> {
+        let Some(last) = last else {
             return Ok(Arc::default());
         };
         let latest = self.store.last_event_at(room_id, i64::MAX).await?;

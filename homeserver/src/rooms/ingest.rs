@@ -144,7 +144,9 @@ impl Services {
         budget.next_pdu();
         // A room a local user is joining through another server right now: its servers
         // send it events as soon as they accept the join, before this server has stored it.
-        if let Some(room_id) = room_id_of(raw) {
+        if self.rooms.joins_under_way()
+            && let Some(room_id) = room_id_of(raw)
+        {
             self.rooms.wait_for_join(&room_id).await;
         }
         let (rules, pdu) = match self.verified_pdu(raw, None).await {
@@ -223,7 +225,7 @@ impl Services {
         }
         let mut missing = false;
         for prev in &pdu.prev_events {
-            missing |= !self.held_with_state(prev).await?;
+            missing |= self.held_state(prev).await?.is_none();
         }
         if !missing {
             return Ok(prepared);
@@ -239,7 +241,7 @@ impl Services {
         let mut known: HashSet<&EventId> = HashSet::new();
         for p in &prepared.gap {
             let held_without_state =
-                self.store.in_timeline(p.event_id.as_str()).await? && !self.held_with_state(&p.event_id).await?;
+                self.store.in_timeline(p.event_id.as_str()).await? && self.held_state(&p.event_id).await?.is_none();
             if !held_without_state && !self.store.is_rejected(p.event_id.as_str()).await? {
                 known.insert(&p.event_id);
             }
@@ -251,7 +253,7 @@ impl Services {
                 continue;
             }
             for prev in &event.prev_events {
-                if !known.contains(&**prev) && !unknown.contains(prev) && !self.held_with_state(prev).await? {
+                if !known.contains(&**prev) && !unknown.contains(prev) && self.held_state(prev).await?.is_none() {
                     unknown.push(prev.clone());
                 }
             }
@@ -286,15 +288,16 @@ impl Services {
         Ok(prepared)
     }
 
-    /// Whether an event is in the timeline here with the room's state at it. An invite or
-    /// knock received before this server joined is in the timeline with only itself as
-    /// state: an event built on it needs the state at it from another server.
-    async fn held_with_state(&self, event_id: &EventId) -> Result<bool> {
+    /// The state after an event, where it is in the timeline here with the room's state
+    /// at it. An invite or knock received before this server joined is in the timeline
+    /// with only itself as state: an event built on it needs the state at it from another
+    /// server.
+    async fn held_state(&self, event_id: &EventId) -> Result<Option<Arc<StateMap>>> {
         let Some(row) = self.store.event(event_id.as_str()).await?.filter(|r| r.stream_ordering != 0) else {
-            return Ok(false);
+            return Ok(None);
         };
-        let create = ("m.room.create".to_owned(), String::new());
-        Ok(self.state_at_group(row.state_group).await?.contains_key(&create))
+        let state = self.state_at_group(row.state_group).await?;
+        Ok(state.contains_key(&("m.room.create".to_owned(), String::new())).then_some(state))
     }
 
     /// Fetches the auth events of `pdu` that are not held (keeping them as outliers).
@@ -412,10 +415,8 @@ impl Services {
             if let Some(state) = prepared.states.get(prev) {
                 missing.push(prev.clone());
                 states.push(state.clone());
-            } else if self.held_with_state(prev).await?
-                && let Some(row) = self.store.event(prev.as_str()).await?
-            {
-                states.push(self.state_at_group(row.state_group).await?);
+            } else if let Some(state) = self.held_state(prev).await? {
+                states.push(state);
             } else {
                 return Ok(Ingested::Rejected(format!("prev event {prev} and the state at it are unavailable")));
             }
@@ -734,9 +735,10 @@ impl Services {
     }
 
     /// The state after an event this server does not hold (or holds without it): the state
-    /// before it, plus the event itself (the caller has taken one `/state_ids` from `budget`). Asked as IDs (`/state_ids`, a few KiB), with only
-    /// the events not held fetched one by one, as Synapse does; `/state`, whole events,
-    /// only when many are missing.
+    /// before it, plus the event itself. Asked as IDs (`/state_ids`, a few KiB; the caller
+    /// has taken it from `budget`): the siblings of a join build on what the join brought,
+    /// so every event is usually held already; otherwise as whole events with their auth
+    /// chain (`/state`).
     async fn state_after_remote(
         &self,
         origin: &ServerName,

@@ -56,8 +56,9 @@ pub struct RoomCaches {
     /// Rooms a local user is joining through another server right now (how many joins),
     /// with the signal of the last one ending: events for the room wait for it.
     joining: Mutex<HashMap<OwnedRoomId, (usize, Arc<tokio::sync::Notify>)>>,
-    /// The state after events not held here (or held without it), as fetched with
-    /// `/state`: the siblings of a join, built on an invite held from before it, all need it.
+    /// The state after events not held here (or held without it), as another server gave
+    /// it (`/state_ids`, `/state`): the siblings of a join, built on an invite held from
+    /// before it, all need it.
     fetched_states: Mutex<HashMap<ruma::OwnedEventId, Arc<StateMap>>>,
     /// Events another server could not give (or gave wrong) lately.
     failed_fetches: RecentFailures,
@@ -174,6 +175,12 @@ impl RoomCaches {
         let mut joining = self.joining.lock().unwrap_or_else(|e| e.into_inner());
         joining.entry(room_id.to_owned()).or_insert_with(|| (0, Arc::default())).0 += 1;
         JoinInProgress { caches: self, room_id: room_id.to_owned() }
+    }
+
+    /// Whether any local user is joining a room through another server right now: the
+    /// hot path of every received PDU asks this before it reads the PDU's room.
+    pub(crate) fn joins_under_way(&self) -> bool {
+        !self.joining.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 
     /// Waits (at most `JOIN_WAIT`) while a local user is joining the room through another

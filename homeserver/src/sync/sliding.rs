@@ -760,7 +760,8 @@ impl Services {
         user: &UserId,
     ) -> Result<(Vec<String>, std::sync::Arc<StateMap>)> {
         let room = room_id.as_str();
-        let after = self.state_at_position(room, to).await?;
+        let after_row = self.store.last_event_at(room, to).await?;
+        let after = self.state_as_of(room, after_row.as_ref()).await?;
         let rs = &config.required_state;
         let me = user.as_str();
         let mut ids = Vec::new();
@@ -773,14 +774,10 @@ impl Services {
             return Ok((ids, after));
         }
         // The current state moves only with an event: none since `from`, nothing changed.
-        let last = |pos| self.store.last_event_at(room, pos);
-        let unchanged = match (last(from).await?, last(to).await?) {
-            (Some(b), Some(a)) => b.stream_ordering == a.stream_ordering,
-            (None, None) => true,
-            _ => false,
-        };
+        let before_row = self.store.last_event_at(room, from).await?;
+        let unchanged = before_row.as_ref().map(|r| r.stream_ordering) == after_row.as_ref().map(|r| r.stream_ordering);
         if !unchanged {
-            let before = self.state_at_position(room, from).await?;
+            let before = self.state_as_of(room, before_row.as_ref()).await?;
             for ((t, k), id) in after.iter() {
                 if before.get(&(t.clone(), k.clone())) != Some(id) && required(rs, t, k, me, &timeline.senders) {
                     ids.push(id.clone());
