@@ -2,6 +2,7 @@
 
 use std::{io::Read as _, path::Path};
 
+use kairan_types::csv;
 use serde_json::{Map, Value, json};
 
 use crate::{
@@ -11,7 +12,6 @@ use crate::{
     },
     client::{Body, Client, PREFIX, enc, query},
     config::{self, Login},
-    csv,
     error::{CliError, Result, exit},
     output::{Table, cell, csv_field, growth, percent, print_fields, print_json},
 };
@@ -777,14 +777,6 @@ async fn server_policy(client: &Client, command: ServerPolicyCommand, json: bool
         (
             "federation allowlist",
             if allow.is_empty() { "(none: no other server)".into() } else { cell(&Value::Array(allow)) },
-        ),
-        (
-            "federation",
-            if v["federation_enforced"] == true {
-                "enforced".into()
-            } else {
-                "not built yet (the list is stored)".into()
-            },
         ),
         ("registration", cell(&v["registration_mode"])),
         ("media max upload", format!("{} bytes", cell(&v["media"]["max_upload_bytes"]))),

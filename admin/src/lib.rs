@@ -8,7 +8,6 @@ pub mod cli;
 pub mod client;
 mod commands;
 pub mod config;
-pub mod csv;
 pub mod error;
 pub mod output;
 

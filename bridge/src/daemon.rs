@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ed25519_dalek::SigningKey;
+use kairan_types::room_policy::{self, RoomPolicy};
 use matrix_sdk::{
     Client, RoomState,
     authentication::matrix::MatrixSession,
@@ -37,11 +38,9 @@ use crate::{
     keys,
     metrics::{Failure, Metrics, Source},
     record::{NewRecord, kind, sha256_hex},
-    retention::{Retention, RoomPolicy, now_ms},
+    retention::{Retention, now_ms},
 };
 
-/// The state event carrying a room's policy.
-pub const POLICY_EVENT: &str = "jp.kairan.room.policy";
 /// The localpart of the account a kairan homeserver sends room policy events from
 /// (`@_kairan_policy:server`); kairan refuses that event type from every other sender.
 pub const POLICY_LOCALPART: &str = "_kairan_policy";
@@ -268,7 +267,7 @@ impl Daemon {
     async fn current_policy(&self, room_id: &str) -> anyhow::Result<Option<(RoomPolicy, String)>> {
         let state: Value = self.get_json(&format!("/_matrix/client/v3/rooms/{}/state", enc(room_id))).await?;
         let Some(events) = state.as_array() else { bail!("GET /state did not return a list") };
-        let Some(event) = events.iter().find(|e| e["type"] == POLICY_EVENT && e["state_key"] == "") else {
+        let Some(event) = events.iter().find(|e| e["type"] == room_policy::EVENT_TYPE && e["state_key"] == "") else {
             return Ok(None);
         };
         let sender = event["sender"].as_str().unwrap_or_default();
@@ -425,7 +424,7 @@ impl Daemon {
         } else if attachment_source(&value["content"]).is_some() {
             tx.add_pending(&format!("attachment:{event_id}"), "attachment", room_id, &event_id, seq).await?;
         }
-        if event_type.as_deref() == Some(POLICY_EVENT) && value["state_key"] == "" {
+        if event_type.as_deref() == Some(room_policy::EVENT_TYPE) && value["state_key"] == "" {
             let content = value.get("content").cloned().unwrap_or(Value::Null);
             if self.is_policy_sender(value["sender"].as_str().unwrap_or_default()) {
                 return Ok(Some((RoomPolicy::from_content(&content), content.to_string())));

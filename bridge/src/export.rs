@@ -16,6 +16,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 use ed25519_dalek::SigningKey;
+use kairan_types::room_policy::{self, RoomPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -24,7 +25,7 @@ use crate::{
     daemon::attachment_path,
     package::{HeadFile, PACKAGE_README, PACKAGE_README_EXPORT, ProvenRecord, write_manifest},
     record::{Record, kind},
-    retention::{RoomPolicy, format_jst},
+    retention::format_jst,
 };
 
 /// The visible mark that replaces what is not disclosed.
@@ -207,7 +208,7 @@ pub async fn export(
                     names.insert(user.to_owned(), name.to_owned());
                 }
             }
-            Some(crate::daemon::POLICY_EVENT) => policy = RoomPolicy::from_content(&v["content"]),
+            Some(room_policy::EVENT_TYPE) => policy = RoomPolicy::from_content(&v["content"]),
             Some("m.room.name") => room_name = v["content"]["name"].as_str().map(str::to_owned),
             _ => {}
         }

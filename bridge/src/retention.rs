@@ -10,41 +10,11 @@
 //! - `permanent` (永年) records never expire.
 
 use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDate, TimeZone as _, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-
-/// The retention classes, as in the room policy.
-pub const CLASSES: [&str; 7] = ["under1y", "1y", "3y", "5y", "10y", "30y", "permanent"];
+use kairan_types::room_policy::RoomPolicy;
 
 /// Japan Standard Time (UTC+9, no daylight saving).
 pub fn jst() -> FixedOffset {
     FixedOffset::east_opt(9 * 3600).expect("a valid offset")
-}
-
-/// The room policy as published in the `jp.kairan.room.policy` state event.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomPolicy {
-    #[serde(default)]
-    pub official: bool,
-    #[serde(default)]
-    pub retention: Option<String>,
-    #[serde(default)]
-    pub on_expiry: Option<String>,
-    #[serde(default)]
-    pub department: Option<String>,
-}
-
-impl RoomPolicy {
-    /// Reads the policy from the event content; wrong types count as absent.
-    pub fn from_content(content: &Value) -> Self {
-        let s = |k: &str| content.get(k).and_then(Value::as_str).map(str::to_owned);
-        Self {
-            official: content.get("official").and_then(Value::as_bool).unwrap_or(false),
-            retention: s("retention").filter(|r| CLASSES.contains(&r.as_str())),
-            on_expiry: s("on_expiry").filter(|o| o == "transfer" || o == "dispose"),
-            department: s("department"),
-        }
-    }
 }
 
 /// The retention a record carries.

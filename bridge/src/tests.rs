@@ -11,9 +11,10 @@ use crate::{
     archive::Archive,
     office::{self, Decision},
     record::{NewRecord, kind},
-    retention::{Retention, RoomPolicy},
+    retention::Retention,
     verify::{self, Keys},
 };
+use kairan_types::room_policy::RoomPolicy;
 
 const ROOM: &str = "!room:localhost";
 
@@ -91,7 +92,7 @@ fn event(id: &str, ts: i64, retention: &str, on_expiry: &str) -> NewRecord {
         official: true,
         retention: Some(retention.into()),
         on_expiry: Some(on_expiry.into()),
-        department: None,
+        ..Default::default()
     };
     let r = Retention::for_record(&policy, ts);
     NewRecord {

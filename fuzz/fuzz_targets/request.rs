@@ -28,9 +28,9 @@ use std::sync::OnceLock;
 use axum::{Router, body::Body};
 use http::{HeaderName, HeaderValue, StatusCode};
 use kairan_fuzz::{SERVER_NAME, debug, harness};
+use kairan_core::error::Result;
 use kairan_homeserver::{
     api::{RouterExt, Ruma},
-    error::Result,
     services::AppState,
 };
 use libfuzzer_sys::fuzz_target;

@@ -10,7 +10,8 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use base64::Engine;
-use kairan_homeserver::{Config, Services, services::AppState};
+use kairan_core::config::Config;
+use kairan_homeserver::{Services, services::AppState};
 use ruma::{
     room_version_rules::RoomVersionRules,
     serde::Base64,

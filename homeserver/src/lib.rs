@@ -6,24 +6,22 @@
 pub mod accounts;
 pub mod admin;
 pub mod api;
-pub mod backup;
-pub mod config;
+pub mod config_check;
 pub mod e2ee;
-pub mod error;
 pub mod federation;
-pub mod keys;
 pub mod media;
-pub mod metrics;
 pub mod push;
-pub mod ratelimit;
 pub mod rooms;
+pub mod server_backup;
 pub mod services;
 pub mod storage;
 pub mod sync;
 
 use std::net::SocketAddr;
 
-pub use crate::{config::Config, services::Services};
+use kairan_core::config::Config;
+
+pub use crate::services::Services;
 
 /// Runs the client listener, the federation TLS listener when `listen.federation` is set
 /// and the metrics listener when `listen.metrics` is set, until `shutdown` resolves. Both serve the same application (as Synapse's
@@ -42,7 +40,7 @@ pub async fn serve(
         Some(_) => Some(federation_tls(&config)?),
         None => None,
     };
-    let state = Services::start(config).await?;
+    let services = Services::start(config).await?;
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
     let federation_listener = match (federation_addr, tls) {
@@ -57,17 +55,17 @@ pub async fn serve(
         ),
         None => None,
     };
-    tracing::info!(%addr, server_name = %state.server_name(), "kairan is listening");
-    if federation_listener.is_some() && state.federation_allowlist().is_empty() {
+    tracing::info!(%addr, server_name = %services.server_name(), "kairan is listening");
+    if federation_listener.is_some() && services.federation_allowlist().is_empty() {
         tracing::warn!(
             "the federation allowlist is empty: every other server is refused and sent nothing. \
              Set federation.allowlist (or kairan-admin policy server set-federation)."
         );
     }
-    let app = api::router(state.clone());
+    let app = api::router(services.clone());
     // One shutdown signal for both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopping = state.clone();
+    let stopping = services.clone();
     tokio::spawn(async move {
         shutdown.await;
         // In-flight requests finish; long polls answer at once rather than at their timeout.
@@ -79,7 +77,7 @@ pub async fn serve(
     };
     // The metrics listener stops with the others: a scrape in flight still gets its answer.
     let metrics = {
-        let (router, stop) = (metrics::router(state.clone()), stopped(stop_rx.clone()));
+        let (router, stop) = (api::metrics::router(services.clone()), stopped(stop_rx.clone()));
         async move {
             let Some(listener) = metrics_listener else { return Ok(()) };
             if let Ok(addr) = listener.local_addr() {
@@ -109,7 +107,7 @@ pub async fn serve(
     let (a, b) = tokio::join!(api, metrics);
     a?;
     b?;
-    state.store.close().await;
+    services.store.close().await;
     Ok(())
 }
 

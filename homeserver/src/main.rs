@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kairan_homeserver::{Config, Services};
+use kairan_core::config::{Config, LogConfig, LogFormat};
+use kairan_homeserver::{Services, config_check};
 
 /// jemalloc instead of glibc's malloc: glibc keeps freed large buffers (each password
 /// hash's 19 MiB argon2 block) in per-thread arenas for good, where jemalloc hands
@@ -75,7 +76,7 @@ fn main() -> std::process::ExitCode {
     // `check-config` and every other command, `run` included, refuse a bad configuration
     // the same way: each problem on a line of its own, as `FILE: line N: key: message`,
     // then how many there were.
-    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+    let config = match config_check::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
             for problem in e.problems() {
@@ -100,15 +101,15 @@ fn fail(message: String) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-fn init_logging(log: &kairan_homeserver::config::LogConfig) {
+fn init_logging(log: &LogConfig) {
     use std::io::IsTerminal;
     // Dependencies are chatty at info; they speak up at warn unless asked by name.
     let filter = tracing_subscriber::EnvFilter::try_from_env("KAIRAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("sqlx=warn,ruma_state_res=warn,{}", log.level)));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match log.format {
-        kairan_homeserver::config::LogFormat::Json => builder.json().init(),
-        kairan_homeserver::config::LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -130,7 +131,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     let config_file = cli.config.clone();
     match cli.command {
         Some(Command::Backup { dir }) => {
-            let m = kairan_homeserver::backup::backup(&config, config_file.as_deref(), &dir).await?;
+            let m = kairan_homeserver::server_backup::backup(&config, config_file.as_deref(), &dir).await?;
             println!(
                 "backed up {} (schema {}, {}) and {} media files ({} bytes) into {}",
                 m.server_name,
@@ -143,7 +144,7 @@ async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Restore { dir, force }) => {
-            let m = kairan_homeserver::backup::restore(&config, &dir, force).await?;
+            let m = kairan_homeserver::server_backup::restore(&config, &dir, force).await?;
             println!(
                 "restored {} (schema {}, {}, taken at {} ms since the epoch) from {}; start the server now",
                 m.server_name,

@@ -2,14 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::{
-    config::Config,
-    keys::ServerKeys,
-    ratelimit::RateLimiter,
-    rooms::RoomCaches,
-    storage::Store,
-    sync::{Notifier, Typing},
-};
+use crate::{rooms::RoomCaches, storage::Store, sync::Typing};
+use kairan_core::{config::Config, notifier::Notifier, ratelimit::RateLimiter, signing_key::ServerKeys};
 
 /// Everything a handler may call. Services own the rules; storage owns the SQL.
 pub struct Services {
@@ -22,6 +16,8 @@ pub struct Services {
     pub limiter: RateLimiter,
     pub media: crate::media::MediaService,
     pub uia: std::sync::Arc<crate::accounts::UiaSessions>,
+    /// When each device was last written as seen (accounts/seen.rs).
+    pub devices_seen: crate::accounts::DevicesSeen,
     pub push: crate::push::PushRuleCache,
     /// Outbound HTTP to push gateways: no redirects, only `push.gateways`.
     pub http: reqwest::Client,
@@ -59,6 +55,7 @@ impl Services {
             rooms: RoomCaches::default(),
             typing: Typing::default(),
             uia: Default::default(),
+            devices_seen: Default::default(),
             push: Default::default(),
             http: crate::push::gateway_client(),
             presence_seen: Default::default(),
@@ -90,9 +87,4 @@ impl Services {
     pub fn is_local(&self, user_id: &ruma::UserId) -> bool {
         user_id.server_name() == self.server_name()
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }

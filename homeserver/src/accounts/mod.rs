@@ -3,6 +3,7 @@
 //! Passwords are hashed with argon2id off the async runtime; access tokens are random
 //! and only their SHA-256 is stored.
 
+mod seen;
 mod uia;
 
 use std::sync::Arc;
@@ -18,11 +19,15 @@ use ruma::{
 };
 use sha2::{Digest, Sha256};
 
-pub use self::uia::{UiaSessions, UiaStage};
-use crate::{
+pub use self::{
+    seen::DevicesSeen,
+    uia::{UiaSessions, UiaStage},
+};
+use crate::services::Services;
+use kairan_core::{
     error::{Error, Result},
-    rooms::random_device_id,
-    services::{Services, now_ms},
+    ids::random_device_id,
+    time::now_ms,
 };
 
 /// A new login: the token to hand to the client once.
@@ -231,7 +236,7 @@ impl Services {
     /// share rooms to forget them). `None` means every device of the user.
     pub async fn remove_devices(&self, user: &UserId, device_ids: Option<&[String]>) -> Result<()> {
         self.store.delete_devices(user.as_str(), device_ids).await?;
-        self.forget_device_keys(user, device_ids).await
+        self.e2ee().forget_device_keys(user, device_ids).await
     }
 
     /// Ends every device of the user except `keep`.

@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use crate::error::Error;
+use kairan_core::error::Error;
 
 /// A stage the server asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,7 +57,7 @@ impl UiaSessions {
     }
 
     fn complete_with(&self, session: Option<&str>, stage: UiaStage, token: Option<String>) -> String {
-        let id = session.map(str::to_owned).unwrap_or_else(crate::rooms::random_device_id);
+        let id = session.map(str::to_owned).unwrap_or_else(kairan_core::ids::random_device_id);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.retain(|_, s| s.started.elapsed() < SESSION_LIFETIME);
         let entry = sessions.entry(id.clone()).or_insert_with(|| Session {
@@ -89,7 +89,7 @@ impl UiaSessions {
 
     /// The 401 that tells the client which stages to complete.
     pub fn challenge(&self, session: Option<&str>, stages: &[UiaStage], error: Option<Error>) -> Error {
-        let id = session.map(str::to_owned).unwrap_or_else(crate::rooms::random_device_id);
+        let id = session.map(str::to_owned).unwrap_or_else(kairan_core::ids::random_device_id);
         let completed: Vec<&str> =
             session.map(|s| self.completed(s)).unwrap_or_default().iter().map(|s| s.name()).collect();
         let body: Value = json!({

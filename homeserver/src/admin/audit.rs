@@ -5,12 +5,12 @@
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use super::time::format_ms;
 use crate::{
-    error::Result,
     services::Services,
     storage::{AuditFilter, AuditRow},
 };
+use kairan_core::error::Result;
+use kairan_core::time::format_ms;
 
 /// Keys whose values are secrets and never reach the log.
 fn is_secret_key(key: &str) -> bool {

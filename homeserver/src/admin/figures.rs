@@ -14,8 +14,9 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::time::{Month, format_ms};
-use crate::{error::Result, services::Services};
+use crate::services::Services;
+use kairan_core::error::Result;
+use kairan_core::time::{Month, format_ms};
 
 /// The figures of one group (the server, or one department).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -10,7 +10,6 @@
 pub mod audit;
 pub mod figures;
 pub mod rooms;
-pub mod time;
 pub mod users;
 
 use std::{
@@ -21,20 +20,18 @@ use std::{
 use ruma::{OwnedUserId, RoomId, ServerName, UserId};
 use serde::{Deserialize, Serialize};
 
-use crate::{
+use crate::{media::MediaPolicy, services::Services};
+use kairan_core::{
     config::RegistrationMode,
     error::{Error, Result},
-    media::MediaPolicy,
-    services::{Services, now_ms},
+    time::now_ms,
 };
+use kairan_types::room_policy;
 
 /// Names of the rows of `server_policy`.
 pub const POLICY_FEDERATION: &str = "federation_allowlist";
 pub const POLICY_MEDIA: &str = "media";
 pub const POLICY_REGISTRATION: &str = "registration_mode";
-
-/// The state type of the room policy event.
-pub const ROOM_POLICY_EVENT: &str = "jp.kairan.room.policy";
 
 /// Localparts of the server's own accounts begin with this; users cannot register them.
 pub const RESERVED_LOCALPART_PREFIX: &str = "_kairan";
@@ -147,7 +144,7 @@ impl Services {
     /// Records that a user is active today (called from the sync handlers). At most one
     /// database write per user per day; failures are logged, never the client's problem.
     pub async fn note_sync_activity(&self, user: &UserId) {
-        let day = time::day_of_ms(now_ms(), self.config.admin.utc_offset_seconds());
+        let day = kairan_core::time::day_of_ms(now_ms(), self.config.admin.utc_offset_seconds());
         {
             let mut seen = self.admin.activity_seen.lock().unwrap_or_else(|e| e.into_inner());
             if seen.get(user) == Some(&day) {
@@ -191,9 +188,10 @@ impl Services {
     /// Refuses a room policy event from anyone but the policy account: the event is the
     /// administrators' word, given through the admin API only.
     pub fn check_policy_sender(&self, event_type: &str, sender: &ruma::UserId) -> Result<()> {
-        if event_type == ROOM_POLICY_EVENT && sender != self.policy_account() {
+        if event_type == room_policy::EVENT_TYPE && sender != self.policy_account() {
             return Err(Error::forbidden(format!(
-                "{ROOM_POLICY_EVENT} is set by the server's administrators (kairan-admin policy room set), not by clients"
+                "{} is set by the server's administrators (kairan-admin policy room set), not by clients",
+                room_policy::EVENT_TYPE
             )));
         }
         Ok(())

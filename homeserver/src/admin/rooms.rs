@@ -17,23 +17,26 @@
 
 use std::collections::BTreeSet;
 
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, UserId};
+use kairan_types::room_policy::{self, ON_EXPIRY, RETENTION_CLASSES, RoomPolicy};
+use ruma::{
+    OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId,
+    events::room::{
+        power_levels::{RoomPowerLevels, UserPowerLevel},
+        server_acl::RoomServerAclEventContent,
+    },
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{ROOM_POLICY_EVENT, time};
 use crate::{
-    error::{Error, Result},
-    rooms::{ClientEventOptions, EventTemplate, MembershipAction, version_rules},
-    services::{Services, now_ms},
+    rooms::{ClientEventOptions, EventTemplate, MembershipAction, state_level, version_rules},
+    services::Services,
     storage::{AdminRoomRow, RoomPolicyRow},
 };
-
-/// The retention classes of official records (公文書の保存期間).
-pub const RETENTION_CLASSES: [&str; 7] = ["under1y", "1y", "3y", "5y", "10y", "30y", "permanent"];
-/// What happens to an official record when its retention ends: transfer to the archives
-/// (移管) or disposal (廃棄).
-pub const ON_EXPIRY: [&str; 2] = ["transfer", "dispose"];
+use kairan_core::{
+    error::{Error, Result},
+    time::{self, now_ms},
+};
 
 /// A change of a room's policy; absent fields keep their value.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -51,45 +54,15 @@ pub struct RoomPolicyUpdate {
     pub allowed_servers: Option<Vec<String>>,
 }
 
-/// A room policy as the API shows it and the state event carries it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoomPolicy {
-    pub official: bool,
-    pub retention: Option<String>,
-    pub on_expiry: Option<String>,
-    pub department: Option<String>,
-    pub encryption: Option<String>,
-    pub allowed_servers: Option<Vec<String>>,
-}
-
-impl RoomPolicy {
-    fn from_row(r: &RoomPolicyRow) -> Self {
-        Self {
-            official: r.official,
-            retention: r.retention.clone(),
-            on_expiry: r.on_expiry.clone(),
-            department: r.department.clone(),
-            encryption: r.encryption.clone(),
-            allowed_servers: r.allowed_servers.as_deref().and_then(|s| serde_json::from_str(s).ok()),
-        }
-    }
-
-    /// The content of the `jp.kairan.room.policy` state event.
-    pub fn event_content(&self) -> Value {
-        let mut c = json!({ "official": self.official });
-        let mut put = |k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                c[k] = v.clone().into();
-            }
-        };
-        put("retention", &self.retention);
-        put("on_expiry", &self.on_expiry);
-        put("department", &self.department);
-        put("encryption", &self.encryption);
-        if let Some(s) = &self.allowed_servers {
-            c["allowed_servers"] = json!(s);
-        }
-        c
+/// A policy as the `room_policies` table holds it.
+fn policy_of_row(r: &RoomPolicyRow) -> RoomPolicy {
+    RoomPolicy {
+        official: r.official,
+        retention: r.retention.clone(),
+        on_expiry: r.on_expiry.clone(),
+        department: r.department.clone(),
+        encryption: r.encryption.clone(),
+        allowed_servers: r.allowed_servers.as_deref().and_then(|s| serde_json::from_str(s).ok()),
     }
 }
 
@@ -115,44 +88,38 @@ pub struct ShutdownOutcome {
     pub blocked: bool,
 }
 
-/// The power levels of a room, as the authorisation rules read them.
+/// A room's power levels (from the one reader, `rooms/power.rs`), with the power-levels
+/// event's content as written, which a change to one user's level keeps whole.
 struct Power {
-    content: Value,
-    has_event: bool,
-    /// Room v12 creators (unlimited power); empty in earlier versions.
-    privileged_creators: Vec<String>,
-    /// The create event's sender (the creator before v12).
-    creator: String,
+    levels: RoomPowerLevels,
+    content: Option<Value>,
+    /// Whether creators hold unlimited power (room v12 and later).
+    privileged_creators: bool,
 }
 
-fn level(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+/// A level as a number, unlimited as the largest.
+fn as_number(level: UserPowerLevel) -> i64 {
+    match level {
+        UserPowerLevel::Int(level) => level.into(),
+        _ => i64::MAX,
+    }
 }
 
 impl Power {
-    fn user(&self, user: &str) -> i64 {
-        if self.privileged_creators.iter().any(|c| c == user) {
-            return i64::MAX;
-        }
-        if !self.has_event {
-            return if user == self.creator { 100 } else { 0 };
-        }
-        level(&self.content["users"][user]).or_else(|| level(&self.content["users_default"])).unwrap_or(0)
+    fn user(&self, user: &UserId) -> i64 {
+        as_number(self.levels.for_user(user))
     }
 
     fn state(&self, event_type: &str) -> i64 {
-        if !self.has_event {
-            return 0;
-        }
-        level(&self.content["events"][event_type]).or_else(|| level(&self.content["state_default"])).unwrap_or(50)
+        as_number(state_level(&self.levels, event_type))
     }
 
     fn invite(&self) -> i64 {
-        if !self.has_event { 0 } else { level(&self.content["invite"]).unwrap_or(0) }
+        self.levels.invite.into()
     }
 }
 
-fn validate_policy(p: &RoomPolicy, server_name: &str) -> Result<RoomPolicy> {
+fn validate_policy(p: &RoomPolicy, server_name: &ServerName) -> Result<RoomPolicy> {
     let mut p = p.clone();
     if let Some(r) = &p.retention
         && !RETENTION_CLASSES.contains(&r.as_str())
@@ -201,9 +168,10 @@ fn validate_policy(p: &RoomPolicy, server_name: &str) -> Result<RoomPolicy> {
                 return Err(Error::invalid_param(format!("{s:?} is not a server name or pattern")));
             }
         }
-        let own = server_name.to_ascii_lowercase();
-        if !servers.iter().any(|s| acl_matches(s, &own)) {
-            servers.insert(0, own);
+        // This server stays in its own room: judged by ruma's matching, the one federation
+        // applies (history.rs, ingest.rs).
+        if !server_acl(servers).is_allowed(server_name) {
+            servers.insert(0, server_name.to_string());
         }
         let mut seen = BTreeSet::new();
         servers.retain(|s| seen.insert(s.clone()));
@@ -211,18 +179,9 @@ fn validate_policy(p: &RoomPolicy, server_name: &str) -> Result<RoomPolicy> {
     Ok(p)
 }
 
-/// The server ACL glob (`*`, `?`) match.
-fn acl_matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[u8], n: &[u8]) -> bool {
-        match (p.first(), n.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
-            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
-            (Some(a), Some(b)) if a.eq_ignore_ascii_case(b) => go(&p[1..], &n[1..]),
-            _ => false,
-        }
-    }
-    go(pattern.as_bytes(), name.as_bytes())
+/// The ACL the policy writes (`allow_ip_literals` off, nothing denied), as federation applies it.
+fn server_acl(allowed: &[String]) -> RoomServerAclEventContent {
+    RoomServerAclEventContent::new(false, allowed.to_vec(), Vec::new())
 }
 
 impl Services {
@@ -320,7 +279,7 @@ impl Services {
         }
         let joined = members.iter().filter(|m| m.1 == "join").count();
         let policy = self.store.room_policy(room_id.as_str()).await?;
-        let published = self.state_content(room_id, ROOM_POLICY_EVENT, "").await?;
+        let published = self.state_content(room_id, room_policy::EVENT_TYPE, "").await?;
         let creator = match self.store.current_state_event(room_id.as_str(), "m.room.create", "").await? {
             Some(id) => self.pdu(&id).await?.map(|p| p.sender.to_string()),
             None => None,
@@ -348,7 +307,7 @@ impl Services {
     /// The policy of a room: stored and published.
     pub async fn admin_room_policy(&self, room_id: &RoomId) -> Result<Value> {
         let policy = self.store.room_policy(room_id.as_str()).await?;
-        let published = self.state_content(room_id, ROOM_POLICY_EVENT, "").await?;
+        let published = self.state_content(room_id, room_policy::EVENT_TYPE, "").await?;
         let offset = self.config.admin.utc_offset_seconds();
         Ok(json!({
             "room_id": room_id,
@@ -368,8 +327,7 @@ impl Services {
         room_id: &RoomId,
         update: RoomPolicyUpdate,
     ) -> Result<PolicyOutcome> {
-        let current =
-            self.store.room_policy(room_id.as_str()).await?.map(|r| RoomPolicy::from_row(&r)).unwrap_or_default();
+        let current = self.store.room_policy(room_id.as_str()).await?.map(|r| policy_of_row(&r)).unwrap_or_default();
         let mut next = current.clone();
         if let Some(o) = update.official {
             next.official = o;
@@ -390,7 +348,7 @@ impl Services {
         if let Some(s) = update.allowed_servers {
             next.allowed_servers = Some(s.into_iter().map(|s| s.trim().to_ascii_lowercase()).collect());
         }
-        let next = validate_policy(&next, self.server_name().as_str())?;
+        let next = validate_policy(&next, self.server_name())?;
 
         // What the room needs to show the policy.
         let encrypted = self.state_content(room_id, "m.room.encryption", "").await?.is_some();
@@ -401,7 +359,7 @@ impl Services {
         }
         let mut events: Vec<EventTemplate> = Vec::new();
         if let Some(servers) = &next.allowed_servers {
-            let acl = json!({ "allow": servers, "deny": [], "allow_ip_literals": false });
+            let acl = serde_json::to_value(server_acl(servers)).map_err(|e| Error::internal("server ACL", e))?;
             if self.state_content(room_id, "m.room.server_acl", "").await?.as_ref() != Some(&acl) {
                 events.push(EventTemplate::state("m.room.server_acl", "", acl));
             }
@@ -409,9 +367,9 @@ impl Services {
         if next.encryption.as_deref() == Some("required") && !encrypted {
             events.push(EventTemplate::state("m.room.encryption", "", json!({ "algorithm": "m.megolm.v1.aes-sha2" })));
         }
-        let content = next.event_content();
-        if self.state_content(room_id, ROOM_POLICY_EVENT, "").await?.as_ref() != Some(&content) {
-            events.push(EventTemplate::state(ROOM_POLICY_EVENT, "", content));
+        let content = next.to_content();
+        if self.state_content(room_id, room_policy::EVENT_TYPE, "").await?.as_ref() != Some(&content) {
+            events.push(EventTemplate::state(room_policy::EVENT_TYPE, "", content));
         }
         let archive = match self.config.admin.archive_user.as_str() {
             "" => None,
@@ -480,29 +438,12 @@ impl Services {
     }
 
     async fn room_power(&self, room_id: &RoomId) -> Result<Power> {
-        let content = self.state_content(room_id, "m.room.power_levels", "").await?;
-        let create_id = self
-            .store
-            .current_state_event(room_id.as_str(), "m.room.create", "")
-            .await?
-            .ok_or_else(|| Error::internal("room without create event", room_id))?;
-        let create = self.pdu(&create_id).await?.ok_or_else(|| Error::internal("create event", &create_id))?;
         let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
-        let v12 = version_rules(&version).is_some_and(|r| r.authorization.explicitly_privilege_room_creators);
-        let mut privileged = Vec::new();
-        if v12 {
-            privileged.push(create.sender.to_string());
-            for c in create.content_value()["additional_creators"].as_array().into_iter().flatten() {
-                if let Some(c) = c.as_str() {
-                    privileged.push(c.to_owned());
-                }
-            }
-        }
         Ok(Power {
-            has_event: content.is_some(),
-            content: content.unwrap_or(Value::Null),
-            privileged_creators: privileged,
-            creator: create.sender.to_string(),
+            levels: self.current_power_levels(room_id).await?,
+            content: self.state_content(room_id, "m.room.power_levels", "").await?,
+            privileged_creators: version_rules(&version)
+                .is_some_and(|r| r.authorization.explicitly_privilege_room_creators),
         })
     }
 
@@ -519,7 +460,7 @@ impl Services {
             .filter(|u| self.is_local(u))
             .collect();
         let joined = joined_local.contains(&account);
-        let level = power.user(account.as_str());
+        let level = power.user(&account);
         if joined && level >= needed {
             return Ok(account);
         }
@@ -527,9 +468,9 @@ impl Services {
         let steward = joined_local
             .iter()
             .filter(|u| **u != account)
-            .max_by_key(|u| power.user(u.as_str()))
+            .max_by_key(|u| power.user(u))
             .filter(|u| {
-                let l = power.user(u.as_str());
+                let l = power.user(u);
                 l >= pl_needed && l > level && l >= needed
             })
             .cloned()
@@ -539,7 +480,7 @@ impl Services {
                      publishes the policy; ask a room administrator to raise a local member's power level"
                 ))
             })?;
-        let steward_level = power.user(steward.as_str());
+        let steward_level = power.user(&steward);
         let new_level = steward_level.min(100.max(needed));
         if !joined {
             let public =
@@ -554,10 +495,10 @@ impl Services {
             self.join_room(room_id, &account, Some("joined by the server to apply the room policy".into())).await?;
         }
         if level < needed {
-            let mut content = match power.has_event {
-                true => power.content.clone(),
-                false if power.privileged_creators.is_empty() => json!({ "users": { steward.as_str(): 100 } }),
-                false => json!({ "users": {} }),
+            let mut content = match &power.content {
+                Some(content) => content.clone(),
+                None if !power.privileged_creators => json!({ "users": { steward.as_str(): 100 } }),
+                None => json!({ "users": {} }),
             };
             if !content["users"].is_object() {
                 content["users"] = json!({});
@@ -601,7 +542,7 @@ impl Services {
         }
         let archive = OwnedUserId::try_from(self.config.admin.archive_user.as_str())
             .map_err(|e| Error::internal("admin.archive_user", e))?;
-        crate::metrics::metrics().archive_account_removed();
+        kairan_core::metrics::metrics().archive_account_removed();
         tracing::error!(
             %room_id, %by, membership, archive = %archive,
             "the archive account was removed from an official room: its record has a gap until it is back"
@@ -697,7 +638,7 @@ fn room_json(row: &AdminRoomRow, name: Option<String>, aliases: Vec<String>) -> 
 }
 
 fn policy_json(p: &RoomPolicyRow, offset: i64) -> Value {
-    let mut v = serde_json::to_value(RoomPolicy::from_row(p)).unwrap_or_default();
+    let mut v = serde_json::to_value(policy_of_row(p)).unwrap_or_default();
     v["updated_ts"] = p.updated_ts.into();
     v["updated"] = time::format_ms(p.updated_ts, offset).into();
     v["updated_by"] = p.updated_by.clone().into();
@@ -709,12 +650,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn acl_globs() {
-        assert!(acl_matches("*", "a.example"));
-        assert!(acl_matches("*.example", "city.example"));
-        assert!(!acl_matches("*.example", "example.org"));
-        assert!(acl_matches("pref.examp?e", "pref.example"));
-        assert!(acl_matches("Pref.Example", "pref.example"));
+    fn the_own_server_is_kept_in_the_acl_as_federation_matches_it() {
+        let own = ruma::server_name!("pref.example");
+        let with = |allowed: &[&str]| {
+            let p = RoomPolicy {
+                allowed_servers: Some(allowed.iter().map(|s| (*s).to_owned()).collect()),
+                ..Default::default()
+            };
+            validate_policy(&p, own).unwrap().allowed_servers.unwrap()
+        };
+        assert_eq!(with(&["*"]), ["*"]);
+        assert_eq!(with(&["*.example"]), ["*.example"]);
+        assert_eq!(with(&["pref.examp?e"]), ["pref.examp?e"]);
+        assert_eq!(with(&["city.example"]), ["pref.example", "city.example"]);
+        // Server names compare without case, as federation compares them.
+        assert_eq!(with(&["Pref.Example"]), ["Pref.Example"]);
+        assert_eq!(with(&["*.city.example", "town.example"]), ["pref.example", "*.city.example", "town.example"]);
     }
 
     #[test]
@@ -727,23 +678,23 @@ mod tests {
             encryption: None,
             allowed_servers: Some(vec!["city.example".into()]),
         };
-        let p = validate_policy(&official, "pref.example").unwrap();
+        let p = validate_policy(&official, ruma::server_name!("pref.example")).unwrap();
         assert_eq!(p.allowed_servers.unwrap(), ["pref.example", "city.example"], "own server added");
         let mut no_dept = official.clone();
         no_dept.department = None;
-        assert_eq!(validate_policy(&no_dept, "x").unwrap_err().errcode, "M_MISSING_PARAM");
+        assert_eq!(validate_policy(&no_dept, ruma::server_name!("x")).unwrap_err().errcode, "M_MISSING_PARAM");
         let mut bad = official.clone();
         bad.retention = Some("7y".into());
-        assert!(validate_policy(&bad, "x").unwrap_err().message.contains("under1y"));
+        assert!(validate_policy(&bad, ruma::server_name!("x")).unwrap_err().message.contains("under1y"));
         let mut permanent = official.clone();
         permanent.retention = Some("permanent".into());
         permanent.on_expiry = None;
-        assert!(validate_policy(&permanent, "x").is_ok());
+        assert!(validate_policy(&permanent, ruma::server_name!("x")).is_ok());
         let not_official = RoomPolicy { official: false, ..official.clone() };
-        let p = validate_policy(&not_official, "x").unwrap();
+        let p = validate_policy(&not_official, ruma::server_name!("x")).unwrap();
         assert_eq!((p.retention, p.on_expiry), (None, None));
         let mut wild = official;
         wild.allowed_servers = Some(vec!["*".into()]);
-        assert_eq!(validate_policy(&wild, "pref.example").unwrap().allowed_servers.unwrap(), ["*"]);
+        assert_eq!(validate_policy(&wild, ruma::server_name!("pref.example")).unwrap().allowed_servers.unwrap(), ["*"]);
     }
 }

@@ -3,14 +3,18 @@
 //! revoke administration, end sessions.
 
 use futures::StreamExt;
+use kairan_types::csv;
 use rand::Rng;
 use ruma::{OwnedUserId, UserId};
 
 use crate::{
     accounts::{hash_password, validate_localpart},
-    error::{Error, Result},
-    services::{Services, now_ms},
+    services::Services,
     storage::{AdminUserRow, NewAdminUser},
+};
+use kairan_core::{
+    error::{Error, Result},
+    time::now_ms,
 };
 
 /// One account to create.
@@ -219,104 +223,35 @@ fn password_or_generated(password: Option<String>) -> Result<(String, bool)> {
 
 /// One row of an account CSV: `user ID, display name, department`, an optional fourth
 /// column `password`. A first row whose first field is `user_id` (or `user`) is a header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CsvUser {
-    /// The line the record starts on, counting from 1.
-    pub line: usize,
-    pub fields: Vec<String>,
+/// The rows of an account CSV, the header row (if any) left out.
+pub fn parse_csv(text: &str) -> std::result::Result<Vec<csv::Record>, (usize, String)> {
+    let mut records = csv::parse(text)?;
+    if records.first().is_some_and(csv::is_header) {
+        records.remove(0);
+    }
+    Ok(records)
 }
 
-/// Parses CSV (RFC 4180: quotes, doubled quotes, CRLF or LF, a UTF-8 BOM) into records
-/// with the line each starts on. Blank lines are skipped.
-pub fn parse_csv(text: &str) -> std::result::Result<Vec<CsvUser>, (usize, String)> {
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let mut out = Vec::new();
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut in_quotes = false;
-    let mut quoted = false;
-    let mut line = 1;
-    let mut start_line = 1;
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_quotes {
-            match c {
-                '"' if chars.peek() == Some(&'"') => {
-                    chars.next();
-                    field.push('"');
-                }
-                '"' => in_quotes = false,
-                '\n' => {
-                    line += 1;
-                    field.push(c);
-                }
-                _ => field.push(c),
-            }
-            continue;
-        }
-        match c {
-            '"' if field.is_empty() && !quoted => {
-                in_quotes = true;
-                quoted = true;
-            }
-            '"' => return Err((line, "a quote inside an unquoted field".into())),
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                quoted = false;
-            }
-            '\r' if chars.peek() == Some(&'\n') => {}
-            '\n' => {
-                fields.push(std::mem::take(&mut field));
-                quoted = false;
-                if !(fields.len() == 1 && fields[0].trim().is_empty()) {
-                    out.push(CsvUser { line: start_line, fields: std::mem::take(&mut fields) });
-                }
-                fields.clear();
-                line += 1;
-                start_line = line;
-            }
-            _ if quoted => return Err((line, "text after a closing quote".into())),
-            _ => field.push(c),
-        }
+/// The account a CSV row asks for, or why it cannot be one.
+pub fn new_user(row: &csv::Record) -> std::result::Result<NewUser, String> {
+    let n = row.fields.len();
+    if !(3..=4).contains(&n) {
+        return Err(format!(
+            "expected 3 columns (user ID, display name, department) or 4 (with a password), found {n}"
+        ));
     }
-    if in_quotes {
-        return Err((start_line, "a quoted field is not closed".into()));
+    let user_id = row.fields[0].trim().to_owned();
+    if user_id.is_empty() {
+        return Err("the user ID is empty".into());
     }
-    if !field.is_empty() || !fields.is_empty() || quoted {
-        fields.push(field);
-        if !(fields.len() == 1 && fields[0].trim().is_empty()) {
-            out.push(CsvUser { line: start_line, fields });
-        }
-    }
-    if out.first().is_some_and(|r| matches!(r.fields[0].trim().to_lowercase().as_str(), "user_id" | "user")) {
-        out.remove(0);
-    }
-    Ok(out)
+    Ok(NewUser {
+        user_id,
+        displayname: Some(row.fields[1].clone()),
+        department: Some(row.fields[2].clone()),
+        password: row.fields.get(3).filter(|p| !p.is_empty()).cloned(),
+        admin: false,
+    })
 }
-
-impl CsvUser {
-    /// The account this row asks for, or why it cannot be one.
-    pub fn to_new_user(&self) -> std::result::Result<NewUser, String> {
-        let n = self.fields.len();
-        if !(3..=4).contains(&n) {
-            return Err(format!(
-                "expected 3 columns (user ID, display name, department) or 4 (with a password), found {n}"
-            ));
-        }
-        let user_id = self.fields[0].trim().to_owned();
-        if user_id.is_empty() {
-            return Err("the user ID is empty".into());
-        }
-        Ok(NewUser {
-            user_id,
-            displayname: Some(self.fields[1].clone()),
-            department: Some(self.fields[2].clone()),
-            password: self.fields.get(3).filter(|p| !p.is_empty()).cloned(),
-            admin: false,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,7 +261,7 @@ mod tests {
         let text = "\u{feff}user_id,displayname,department\r\nalice,\"Alice, A.\",総務課\n\nbob,\"Bob \"\"B\"\"\",\"two\nlines\"\ncarol,Carol,人事課";
         let rows = parse_csv(text).unwrap();
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0], CsvUser { line: 2, fields: vec!["alice".into(), "Alice, A.".into(), "総務課".into()] });
+        assert_eq!(rows[0], csv::Record { line: 2, fields: vec!["alice".into(), "Alice, A.".into(), "総務課".into()] });
         assert_eq!(rows[1].line, 4);
         assert_eq!(rows[1].fields, ["bob", "Bob \"B\"", "two\nlines"]);
         assert_eq!(rows[2].line, 6);
@@ -338,13 +273,13 @@ mod tests {
 
     #[test]
     fn csv_rows_become_accounts() {
-        let row = CsvUser { line: 3, fields: vec!["dave".into(), "Dave".into(), "財政課".into()] };
-        let u = row.to_new_user().unwrap();
+        let row = csv::Record { line: 3, fields: vec!["dave".into(), "Dave".into(), "財政課".into()] };
+        let u = new_user(&row).unwrap();
         assert_eq!((u.user_id.as_str(), u.department.as_deref(), u.password), ("dave", Some("財政課"), None));
-        let short = CsvUser { line: 4, fields: vec!["eve".into()] };
-        assert!(short.to_new_user().unwrap_err().contains("found 1"));
-        let empty = CsvUser { line: 5, fields: vec!["".into(), "x".into(), "y".into()] };
-        assert!(empty.to_new_user().is_err());
+        let short = csv::Record { line: 4, fields: vec!["eve".into()] };
+        assert!(new_user(&short).unwrap_err().contains("found 1"));
+        let empty = csv::Record { line: 5, fields: vec!["".into(), "x".into(), "y".into()] };
+        assert!(new_user(&empty).is_err());
     }
 
     #[test]

@@ -22,8 +22,8 @@ async fn live() -> Json<Value> {
 }
 
 /// GET /_kairan/health/ready: the database answers too; 503 otherwise.
-async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.store.current_stream_pos().await {
+async fn ready(State(services): State<AppState>) -> (StatusCode, Json<Value>) {
+    match services.store.current_stream_pos().await {
         Ok(_) => (StatusCode::OK, Json(json!({ "status": "ok" }))),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unavailable");

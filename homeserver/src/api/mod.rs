@@ -5,6 +5,7 @@ pub mod admin;
 pub mod client;
 pub mod federation;
 mod health;
+pub mod metrics;
 mod ruma_io;
 
 use axum::{Router, response::IntoResponse};
@@ -19,14 +20,15 @@ use tower_http::{
 };
 
 pub use self::ruma_io::{Auth, RouterExt, Ruma, RumaResponse};
-use crate::{error::Error, services::AppState};
+use crate::services::AppState;
+use kairan_core::error::Error;
 
 /// The whole HTTP application of the client listener.
-pub fn router(state: AppState) -> Router {
+pub fn router(services: AppState) -> Router {
     client::routes()
         .merge(federation::routes())
         .merge(health::routes())
-        .merge(admin::routes(state.clone()))
+        .merge(admin::routes(services.clone()))
         .fallback(unrecognized)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CorsLayer::permissive())
@@ -41,8 +43,8 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(SequentialIds::default()))
         // Outermost: every request is counted and timed, including refusals and panics.
-        .layer(axum::middleware::from_fn(crate::metrics::track_request))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(metrics::track_request))
+        .with_state(services)
 }
 
 /// Path segments that are secrets: the one after each of these prefixes is replaced by

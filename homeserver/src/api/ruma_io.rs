@@ -24,10 +24,10 @@ use ruma::{
     },
 };
 
-use crate::{
+use crate::services::AppState;
+use kairan_core::{
     error::{Error, Result},
     ratelimit::LimitClass,
-    services::AppState,
 };
 
 /// The body limit of federation requests, when `limits.max_request_bytes` is lower.
@@ -126,17 +126,17 @@ where
 {
     type Rejection = Error;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self> {
+    async fn from_request(req: Request, services: &AppState) -> Result<Self> {
         let (mut parts, body) = req.into_parts();
         let mut path_args: Vec<String> =
-            Path::<Vec<String>>::from_request_parts(&mut parts, state).await.map(|p| p.0).unwrap_or_default();
+            Path::<Vec<String>>::from_request_parts(&mut parts, services).await.map(|p| p.0).unwrap_or_default();
         // `/state/{type}/` and `/state/{type}` address the empty state key; the router
         // matched them without the last parameter.
         let expected = T::PATH_BUILDER.all_paths().next().map_or(0, |p| p.matches('{').count());
         if path_args.len() + 1 == expected {
             path_args.push(String::new());
         }
-        let client_ip = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, state)
+        let client_ip = ConnectInfo::<SocketAddr>::from_request_parts(&mut parts, services)
             .await
             .map(|c| c.0.ip().to_string())
             .unwrap_or_default();
@@ -144,7 +144,9 @@ where
         // A federation request: the header is checked (destination, allowlist) before the
         // body is read, and the signature over method, URI and body before anything runs.
         let x_matrix = match T::Authentication::REQUIREMENT {
-            Requirement::Server => Some(state.check_x_matrix_header(parts.headers.get(http::header::AUTHORIZATION))?),
+            Requirement::Server => {
+                Some(services.check_x_matrix_header(parts.headers.get(http::header::AUTHORIZATION))?)
+            }
             _ => None,
         };
         let auth = match (T::Authentication::REQUIREMENT, token) {
@@ -152,21 +154,22 @@ where
             (Requirement::None, _) | (Requirement::Optional, None) => None,
             (Requirement::Required, None) => return Err(Error::missing_token("missing access token")),
             (_, Some(token)) => {
-                let (user, device) = state.authenticate(&token).await?;
+                let (user, device) = services.authenticate(&token).await?;
+                services.device_seen(&user, &device, &client_ip);
                 Some(Auth { user, device, token })
             }
         };
         if T::RATE_LIMITED {
             match (&auth, &x_matrix) {
-                (Some(a), _) => state.limiter.check(LimitClass::Action, a.user.as_str())?,
-                (None, Some(x)) => state.limiter.check(LimitClass::Action, x.origin.as_str())?,
-                (None, None) => state.limiter.check(LimitClass::Login, &client_ip)?,
+                (Some(a), _) => services.limiter.check(LimitClass::Action, a.user.as_str())?,
+                (None, Some(x)) => services.limiter.check(LimitClass::Action, x.origin.as_str())?,
+                (None, None) => services.limiter.check(LimitClass::Login, &client_ip)?,
             }
         }
         let limit = match x_matrix {
             // A transaction carries up to 50 PDUs of up to 64 KiB each, plus EDUs.
-            Some(_) => state.config.limits.max_request_bytes.max(FEDERATION_MAX_REQUEST_BYTES),
-            None => state.config.limits.max_request_bytes,
+            Some(_) => services.config.limits.max_request_bytes.max(FEDERATION_MAX_REQUEST_BYTES),
+            None => services.config.limits.max_request_bytes,
         };
         let bytes = axum::body::to_bytes(body, limit)
             .await
@@ -175,7 +178,7 @@ where
         let request = http::Request::from_parts(parts, bytes);
         let origin = match &x_matrix {
             Some(x) => {
-                state.verify_x_matrix(x, &request).await?;
+                services.verify_x_matrix(x, &request).await?;
                 Some(x.origin.clone())
             }
             None => None,
@@ -237,8 +240,11 @@ impl RouterExt for Router<AppState> {
                 let h = handler.clone();
                 self = self.route(
                     &p,
-                    on(method, move |State(state): State<AppState>, req: Ruma<T>| async move {
-                        h(state, req).await.map(IntoResponse::into_response).unwrap_or_else(IntoResponse::into_response)
+                    on(method, move |State(services): State<AppState>, req: Ruma<T>| async move {
+                        h(services, req)
+                            .await
+                            .map(IntoResponse::into_response)
+                            .unwrap_or_else(IntoResponse::into_response)
                     }),
                 );
             }

@@ -41,13 +41,11 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream};
 
 use super::{
-    resolve::{DEFAULT_PORT, HostPort, Route, parse_override},
+    discovery::{DEFAULT_PORT, HostPort, Route, parse_override},
     tls,
 };
-use crate::{
-    error::{Error, Result},
-    services::Services,
-};
+use crate::services::Services;
+use kairan_core::error::{Error, Result};
 
 /// The URI scheme of requests routed by server discovery.
 const SCHEME: &str = "matrix-federation";
@@ -79,7 +77,7 @@ pub struct Federation {
 }
 
 impl Federation {
-    pub fn new(config: &crate::config::Config) -> anyhow::Result<Self> {
+    pub fn new(config: &kairan_core::config::Config) -> anyhow::Result<Self> {
         let fed = &config.federation;
         if !fed.verify_tls {
             tracing::warn!(

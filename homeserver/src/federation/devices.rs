@@ -22,11 +22,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::{
-    e2ee::UserKeys,
-    error::{Error, Result},
-    services::Services,
-};
+use crate::{e2ee::UserKeys, services::Services};
+use kairan_core::error::{Error, Result};
 
 /// The content of an inbound `m.direct_to_device` EDU.
 #[derive(Deserialize)]
@@ -64,7 +61,7 @@ impl Services {
                     return Err(Error::forbidden(format!("{origin} cannot announce devices of {}", update.user_id)));
                 }
                 let pos = self.store.record_device_list_change(update.user_id.as_str()).await?;
-                self.notifier.advance(pos, crate::sync::Audience::Everyone);
+                self.notifier.advance(pos, kairan_core::notifier::Audience::Everyone);
                 Ok(())
             }
             "m.direct_to_device" => {
@@ -97,7 +94,8 @@ impl Services {
                     self.store.put_to_device(sender, "", &msg.message_id, &msg.event_type, &messages).await?
                     && pos > 0
                 {
-                    self.notifier.advance(pos, crate::sync::Audience::users(messages.iter().map(|m| m.0.clone())));
+                    self.notifier
+                        .advance(pos, kairan_core::notifier::Audience::users(messages.iter().map(|m| m.0.clone())));
                 }
                 Ok(())
             }
@@ -151,7 +149,7 @@ impl Services {
         });
         if !deleted {
             let device = OwnedDeviceId::from(device_id);
-            let mut keys = self.local_user_keys(user, &[device], None).await?;
+            let mut keys = self.e2ee().local_user_keys(user, &[device], None).await?;
             if let Some(mut k) = keys.devices.remove(device_id) {
                 if let Some(name) = k.get("unsigned").and_then(|u| u.get("device_display_name")).cloned() {
                     content["device_display_name"] = name;
@@ -173,7 +171,7 @@ impl Services {
             if destinations.is_empty() {
                 return Ok(());
             }
-            let keys = self.local_user_keys(user, &[], None).await?;
+            let keys = self.e2ee().local_user_keys(user, &[], None).await?;
             let mut content = json!({ "user_id": user });
             if let Some(m) = keys.master {
                 content["master_key"] = m;
@@ -335,7 +333,7 @@ impl Services {
             if !self.is_local(user) {
                 continue;
             }
-            let keys = self.local_user_keys(user, devices, None).await?;
+            let keys = self.e2ee().local_user_keys(user, devices, None).await?;
             device_keys.insert(user.to_string(), keys.devices.into());
             if let Some(k) = keys.master {
                 master.insert(user.to_string(), k);
@@ -358,7 +356,7 @@ impl Services {
             if !self.is_local(user) {
                 continue;
             }
-            let by_device = self.claim_local_keys(user, devices).await?;
+            let by_device = self.e2ee().claim_local_keys(user, devices).await?;
             if !by_device.is_empty() {
                 claimed.insert(user.to_string(), by_device.into());
             }
@@ -375,7 +373,7 @@ impl Services {
             return Err(Error::not_found(format!("user {user} is not known here")));
         }
         let stream_id = self.store.device_list_change_before(user.as_str(), i64::MAX).await?.unwrap_or(0);
-        let keys = self.local_user_keys(user, &[], None).await?;
+        let keys = self.e2ee().local_user_keys(user, &[], None).await?;
         let mut devices = Vec::new();
         for (device_id, mut k) in keys.devices {
             let name = k.get("unsigned").and_then(|u| u.get("device_display_name")).cloned();

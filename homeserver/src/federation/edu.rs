@@ -6,10 +6,8 @@ use std::time::Duration;
 use ruma::{OwnedServerName, RoomId, ServerName, UserId};
 use serde_json::{Value, json};
 
-use crate::{
-    error::Result,
-    services::{Services, now_ms},
-};
+use crate::services::Services;
+use kairan_core::{error::Result, time::now_ms};
 
 /// How long a remote typing notice lasts without a refresh (the spec leaves it to the
 /// receiver; Synapse uses 30 s).
@@ -79,7 +77,7 @@ impl Services {
                     let thread = receipt["data"]["thread_id"].as_str().unwrap_or("");
                     let ts = receipt["data"]["ts"].as_i64().unwrap_or_else(now_ms);
                     let pos = self.store.put_receipt(room, receipt_type, user, thread, event_id, ts).await?;
-                    self.notifier.advance(pos, crate::sync::Audience::room(room));
+                    self.notifier.advance(pos, kairan_core::notifier::Audience::room(room));
                 }
             }
         }

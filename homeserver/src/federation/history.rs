@@ -18,11 +18,11 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 
 use crate::{
-    error::{Error, Result},
     rooms::{Pdu, StateMap, version_rules},
     services::Services,
     storage::EventRow,
 };
+use kairan_core::error::{Error, Result};
 
 /// Most events one `/backfill` answers with.
 pub const MAX_BACKFILL: usize = 100;

@@ -6,9 +6,12 @@ use ruma::{ServerName, api::federation::transactions::send_transaction_message};
 use serde_json::{Value, json};
 
 use crate::{
-    error::{Error, Result},
     rooms::{FetchBudget, Ingested},
-    services::{Services, now_ms},
+    services::Services,
+};
+use kairan_core::{
+    error::{Error, Result},
+    time::now_ms,
 };
 
 /// An inbound transaction taking this long is logged as a warning.

@@ -4,12 +4,12 @@
 
 mod client;
 mod devices;
+pub mod discovery;
 mod edu;
 pub mod history;
 mod inbound;
 mod queries;
 pub mod queue;
-pub mod resolve;
 mod server_keys;
 pub mod tls;
 

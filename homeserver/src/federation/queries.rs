@@ -8,10 +8,8 @@ use ruma::{
 };
 use serde_json::{Map, Value};
 
-use crate::{
-    error::{Error, Result},
-    services::Services,
-};
+use crate::services::Services;
+use kairan_core::error::{Error, Result};
 
 impl Services {
     /// A local alias: the room and the servers that can help join it (`M_NOT_FOUND` for

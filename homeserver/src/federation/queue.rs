@@ -19,10 +19,10 @@ use serde_json::{Value, value::RawValue};
 use tokio::sync::Notify;
 
 use crate::{
-    error::{Error, Result},
     services::Services,
     storage::{QUEUE_EDU, QUEUE_PDU},
 };
+use kairan_core::error::{Error, Result};
 
 /// PDUs and EDUs per transaction, as the spec allows at most.
 const MAX_PDUS: i64 = 50;
@@ -240,7 +240,7 @@ async fn run_sender(services: Weak<Services>, destination: OwnedServerName, wake
                 failures = failures.saturating_add(1);
                 let delay = Duration::from_secs(1u64 << failures.min(20)).min(max_retry);
                 tracing::warn!(%destination, error = %e.message, retry_in_s = delay.as_secs(), "federation send failed");
-                crate::metrics::metrics().federation_send_failed(destination.as_str());
+                kairan_core::metrics::metrics().federation_send_failed(destination.as_str());
                 drop(s);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

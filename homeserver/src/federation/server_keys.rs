@@ -23,10 +23,10 @@ use ruma::{
 use serde_json::json;
 
 use super::client::REQUEST_TIMEOUT;
-use crate::{
+use crate::{services::Services, storage::ServerKeyRow};
+use kairan_core::{
     error::{Error, Result},
-    services::{Services, now_ms},
-    storage::ServerKeyRow,
+    time::now_ms,
 };
 
 /// How long other servers may cache this server's key before asking again.
@@ -354,7 +354,7 @@ pub fn check_key_document(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::ServerKeys;
+    use kairan_core::signing_key::ServerKeys;
 
     fn signed_document(keys: &ServerKeys, server: &str, valid_until: i64) -> CanonicalJsonObject {
         let mut doc: CanonicalJsonObject = serde_json::from_value(json!({

@@ -24,50 +24,12 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 pub use self::thumbnail::Method;
-use crate::{
+use crate::storage::{Store, media::MediaRow};
+use kairan_core::{
     config::{Config, MediaConfig},
     error::{Error, Result},
-    services::now_ms,
-    storage::{Store, media::MediaRow},
+    time::now_ms,
 };
-
-/// Refused by default: Microsoft Office documents (with and without macros, legacy and
-/// Open XML, RTF, and other OLE2 compound files such as MSI installers and
-/// password-protected Office files) and programs (Windows PE, ELF, Mach-O, scripts
-/// with `#!`, Java and Android archives and bytecode, Windows app packages).
-pub const DEFAULT_REFUSED_TYPES: &[&str] = &[
-    detect::DOC,
-    detect::DOCX,
-    detect::DOCM,
-    detect::XLS,
-    detect::XLSX,
-    detect::XLSM,
-    detect::PPT,
-    detect::PPTX,
-    detect::PPTM,
-    "application/rtf",
-    detect::OLE_STORAGE,
-    "application/vnd.microsoft.portable-executable",
-    "application/x-executable",
-    "application/x-mach-binary",
-    "text/x-shellscript",
-    detect::JAR,
-    detect::APK,
-    "application/java",
-    "application/vnd.android.dex",
-    detect::APPX,
-];
-
-/// Accepted by default: common images, PDF, plain text, and bytes no check recognises.
-///
-/// The last is what an attachment in an end-to-end encrypted room looks like (the
-/// client uploads AES ciphertext, which no server can inspect): refusing it would make
-/// files and images unsendable in encrypted rooms. Recognised Office documents and
-/// programs are still refused, whatever they are declared or named. An administrator who
-/// prefers no unreadable uploads at all removes it and forbids encryption in the rooms
-/// concerned (docs/configuration.md, "Media policy").
-pub const DEFAULT_ALLOWED_TYPES: &[&str] =
-    &["image/png", "image/jpeg", "image/gif", "image/webp", "application/pdf", "text/plain", detect::OCTET_STREAM];
 
 /// What may be uploaded. Replaceable at run time ([`MediaService::set_policy`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,6 +499,7 @@ mod tests {
 
     #[test]
     fn default_policy() {
+        use kairan_core::config::{DEFAULT_ALLOWED_TYPES, DEFAULT_REFUSED_TYPES};
         let p = MediaPolicy::from_config(&MediaConfig::default()).unwrap();
         for t in DEFAULT_ALLOWED_TYPES {
             assert!(p.permits(t), "{t}");
@@ -547,6 +510,12 @@ mod tests {
         assert!(!p.permits("application/zip"), "what is not allowed is refused");
         assert!(!p.permits("text/html"));
         assert!(p.permits(detect::OCTET_STREAM), "ciphertext of encrypted attachments passes by default");
+        // The configuration's defaults are written out as strings; they name what detect finds.
+        use detect::*;
+        for t in [DOC, DOCX, DOCM, XLS, XLSX, XLSM, PPT, PPTX, PPTM, OLE_STORAGE, JAR, APK, APPX] {
+            assert!(DEFAULT_REFUSED_TYPES.contains(&t), "{t} is not refused by default");
+        }
+        assert!(DEFAULT_ALLOWED_TYPES.contains(&OCTET_STREAM));
     }
 
     #[test]

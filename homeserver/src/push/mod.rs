@@ -23,11 +23,11 @@ use ruma::{
 use serde_json::Value;
 
 use crate::{
-    error::{Error, Result},
     rooms::{Pdu, StateMap},
     services::Services,
     storage::PushAction,
 };
+use kairan_core::error::{Error, Result};
 
 /// Rulesets in memory, by user; replaced whenever a user changes a rule.
 #[derive(Default)]
@@ -58,7 +58,7 @@ impl Services {
         let json = serde_json::to_string(&content).map_err(|e| Error::internal("push rules", e))?;
         let pos = self.store.put_account_data(user.as_str(), "", "m.push_rules", &json).await?;
         self.push.rulesets.lock().unwrap_or_else(|e| e.into_inner()).insert(user.to_owned(), Arc::new(ruleset));
-        self.notifier.advance(pos, crate::sync::Audience::user(user.as_str()));
+        self.notifier.advance(pos, kairan_core::notifier::Audience::user(user.as_str()));
         Ok(())
     }
 

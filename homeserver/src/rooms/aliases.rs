@@ -4,10 +4,8 @@ use ruma::{RoomAliasId, RoomId, UserId};
 use serde_json::Value;
 
 use super::EventTemplate;
-use crate::{
-    error::{Error, Result},
-    services::Services,
-};
+use crate::services::Services;
+use kairan_core::error::{Error, Result};
 
 impl Services {
     /// Deletes a local alias. The alias's creator, a server administrator, or a member

@@ -13,9 +13,12 @@ use serde_json::{Value, json};
 
 use super::{Pdu, StateMap, version_rules};
 use crate::{
-    error::{Error, Result},
-    services::{Services, now_ms},
+    services::Services,
     storage::{NewEvent, StateDelta},
+};
+use kairan_core::{
+    error::{Error, Result},
+    time::now_ms,
 };
 
 /// What a local user wants to add to a room; the rest of the PDU is kairan's to fill in.
@@ -403,10 +406,10 @@ impl Services {
         };
         self.judge_redactions(&pdu, &parents.state_before, &mut new).await?;
         let (pos, _group) = self.store.persist_event(&new).await?;
-        crate::metrics::metrics().event_persisted(self.is_local(&pdu.sender));
+        kairan_core::metrics::metrics().event_persisted(self.is_local(&pdu.sender));
         self.rooms.cache_pdu(pdu.clone());
         // A membership change also concerns its target, who may not be in the room yet.
-        let audience = crate::sync::Audience::room(pdu.room_id.as_str());
+        let audience = kairan_core::notifier::Audience::room(pdu.room_id.as_str());
         let audience = match (&pdu.kind, &pdu.state_key) {
             (TimelineEventType::RoomMember, Some(target)) => audience.and_user(target.as_str()),
             _ => audience,

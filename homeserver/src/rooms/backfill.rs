@@ -12,7 +12,8 @@ use std::cmp::Reverse;
 use ruma::{CanonicalJsonObject, OwnedEventId, RoomId, UInt, api::federation::backfill::get_backfill};
 use serde_json::Value;
 
-use crate::{error::Result, services::Services, storage::NewEvent};
+use crate::{services::Services, storage::NewEvent};
+use kairan_core::error::Result;
 
 /// Events asked for per backfill request.
 const BACKFILL_BATCH: u32 = 100;

@@ -6,9 +6,11 @@ use ruma::{OwnedRoomAliasId, OwnedRoomId, OwnedUserId, UserId};
 use serde_json::{Map, Value, json};
 
 use super::{EventTemplate, StateMap, append::Parents, version_rules};
-use crate::{
+use crate::services::Services;
+use kairan_core::{
     error::{Error, Result},
-    services::{Services, now_ms},
+    ids::random_localpart,
+    time::now_ms,
 };
 
 /// The choices of a `createRoom` request, already parsed.
@@ -212,21 +214,4 @@ impl Services {
         }
         Ok(room_id)
     }
-}
-
-/// Random `[A-Za-z]` characters, for room IDs and device IDs.
-pub fn random_localpart(len: usize) -> String {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    (0..len)
-        .map(|_| {
-            let i = rng.gen_range(0..52u8);
-            char::from(if i < 26 { b'A' + i } else { b'a' + i - 26 })
-        })
-        .collect()
-}
-
-/// A new device ID: ten capital letters, as Synapse makes them.
-pub fn random_device_id() -> String {
-    random_localpart(10).to_uppercase()
 }

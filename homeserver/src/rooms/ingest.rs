@@ -28,9 +28,10 @@ use ruma::{
 use serde_json::value::RawValue;
 
 use super::{Pdu, StateMap, append::Parents, version_rules};
-use crate::{
+use crate::services::Services;
+use kairan_core::{
     error::{Error, Result},
-    services::{Services, now_ms},
+    time::now_ms,
 };
 
 /// What became of a received PDU.

@@ -4,10 +4,8 @@ use ruma::{OwnedRoomId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::EventTemplate;
-use crate::{
-    error::{Error, Result},
-    services::Services,
-};
+use crate::services::Services;
+use kairan_core::error::{Error, Result};
 
 /// A membership change made by `sender` about `target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

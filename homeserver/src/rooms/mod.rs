@@ -13,7 +13,7 @@ mod read;
 mod redaction;
 mod remote;
 mod resident;
-mod resolve;
+mod state_resolution;
 mod visibility;
 
 use std::{
@@ -25,10 +25,11 @@ use ruma::{OwnedRoomId, RoomVersionId, room_version_rules::RoomVersionRules};
 
 pub use self::{
     append::{EventTemplate, Txn},
-    create::{CreateRoom, random_device_id, random_localpart},
+    create::CreateRoom,
     ingest::{FetchBudget, Ingested},
     membership::MembershipAction,
     pdu::Pdu,
+    power::{power_levels_from, state_level},
     read::ClientEventOptions,
 };
 pub use crate::storage::StateMap;

@@ -90,10 +90,6 @@ impl Pdu {
         Self::from_json(event_id, &room_id, json).map(Arc::new)
     }
 
-    pub fn is_state(&self) -> bool {
-        self.state_key.is_some()
-    }
-
     /// `content` as a JSON value.
     pub fn content_value(&self) -> serde_json::Value {
         serde_json::from_str(self.content.get()).unwrap_or_default()

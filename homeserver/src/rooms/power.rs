@@ -1,36 +1,157 @@
-//! Power levels as the room version defines them, read from a state map: the one place
-//! that turns `m.room.power_levels` (and, in v12 rooms, the creators) into levels.
+//! Power levels as the room version defines them: the one place that turns
+//! `m.room.power_levels` and `m.room.create` into levels, on ruma's [`RoomPowerLevels`].
+//!
+//! Every question of "may this user do that" (redactions, directory changes, the policy
+//! account, push conditions, restricted joins) is answered here, with the defaults the
+//! authorisation rules use (ruma-state-res, as Synapse): without a power-levels event the
+//! creators have 100, everyone else 0, and a state event needs 50.
 
+use kairan_core::error::{Error, Result};
 use ruma::{
-    OwnedUserId,
-    events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource},
+    OwnedUserId, RoomId,
+    events::{
+        TimelineEventType,
+        room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource, UserPowerLevel},
+    },
     room_version_rules::RoomVersionRules,
 };
 
-use super::StateMap;
-use crate::{error::Result, services::Services};
+use super::{Pdu, StateMap, version_rules};
+use crate::services::Services;
+
+/// The power levels given a room's power-levels and create events (either may be absent).
+pub fn power_levels_from(
+    power_levels: Option<&Pdu>,
+    create: Option<&Pdu>,
+    rules: &RoomVersionRules,
+) -> RoomPowerLevels {
+    let content = power_levels.and_then(|p| serde_json::from_str::<RoomPowerLevelsEventContent>(p.content.get()).ok());
+    // The creators: privileged without limit from v12, and 100 before it when the room has
+    // no power-levels event (ruma applies each as the version says).
+    let mut creators = Vec::new();
+    if let Some(create) = create {
+        creators.push(create.sender.clone());
+        if rules.authorization.additional_room_creators
+            && let Some(extra) = create.content_value()["additional_creators"].as_array()
+        {
+            creators.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| OwnedUserId::try_from(u).ok()));
+        }
+    }
+    RoomPowerLevels::new(RoomPowerLevelsSource::from(content), &rules.authorization, creators)
+}
+
+/// The level `event_type` needs as a state event.
+pub fn state_level(levels: &RoomPowerLevels, event_type: &str) -> UserPowerLevel {
+    let kind = TimelineEventType::from(event_type);
+    UserPowerLevel::Int(levels.events.get(&kind).copied().unwrap_or(levels.state_default))
+}
 
 impl Services {
-    /// The power levels in force in `state` (defaults when the room has none; v12
-    /// creators privileged as their version says).
+    /// The power levels in force in `state`.
     pub(crate) async fn power_levels_in(&self, state: &StateMap, rules: &RoomVersionRules) -> Result<RoomPowerLevels> {
-        let content = match state.get(&("m.room.power_levels".to_owned(), String::new())) {
-            Some(id) => self
-                .pdu(id)
-                .await?
-                .and_then(|p| serde_json::from_str::<RoomPowerLevelsEventContent>(p.content.get()).ok()),
+        let get = |kind: &str| state.get(&(kind.to_owned(), String::new()));
+        let power_levels = match get("m.room.power_levels") {
+            Some(id) => self.pdu(id).await?,
             None => None,
         };
-        let mut creators = Vec::new();
-        if rules.authorization.explicitly_privilege_room_creators
-            && let Some(id) = state.get(&("m.room.create".to_owned(), String::new()))
-            && let Some(create) = self.pdu(id).await?
-        {
-            creators.push(create.sender.clone());
-            if let Some(extra) = create.content_value()["additional_creators"].as_array() {
-                creators.extend(extra.iter().filter_map(|u| u.as_str()).filter_map(|u| OwnedUserId::try_from(u).ok()));
+        let create = match get("m.room.create") {
+            Some(id) => self.pdu(id).await?,
+            None => None,
+        };
+        Ok(power_levels_from(power_levels.as_deref(), create.as_deref(), rules))
+    }
+
+    /// The power levels in force in a room now (its current state).
+    pub(crate) async fn current_power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
+        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+        let rules = version_rules(&version)
+            .ok_or_else(|| Error::internal("room of an unsupported version", format!("{room_id} {version}")))?;
+        let event = |kind: &'static str| async move {
+            match self.store.current_state_event(room_id.as_str(), kind, "").await? {
+                Some(id) => self.pdu(&id).await,
+                None => Ok(None),
             }
+        };
+        let (power_levels, create) = (event("m.room.power_levels").await?, event("m.room.create").await?);
+        Ok(power_levels_from(power_levels.as_deref(), create.as_deref(), &rules))
+    }
+
+    /// Fails unless the user's power level reaches what sending a state event of
+    /// `event_type` requires: the rule Synapse applies to directory changes.
+    pub async fn require_power(&self, room_id: &RoomId, user: &ruma::UserId, event_type: &str) -> Result<()> {
+        let levels = self.current_power_levels(room_id).await?;
+        let (mine, needed) = (levels.for_user(user), state_level(&levels, event_type));
+        if mine >= needed {
+            return Ok(());
         }
-        Ok(RoomPowerLevels::new(RoomPowerLevelsSource::from(content), &rules.authorization, creators))
+        let mine = match mine {
+            UserPowerLevel::Int(level) => level.to_string(),
+            _ => "unlimited".to_owned(),
+        };
+        Err(Error::forbidden(format!("your power level {mine} is below the {} needed", display(needed))))
+    }
+}
+
+/// A level for a message: a number, or "unlimited" for a v12 creator.
+pub fn display(level: UserPowerLevel) -> String {
+    match level {
+        UserPowerLevel::Int(level) => level.to_string(),
+        _ => "unlimited".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ruma::{int, user_id};
+    use serde_json::json;
+
+    use super::*;
+
+    fn pdu(kind: &str, sender: &str, content: serde_json::Value) -> std::sync::Arc<Pdu> {
+        let event = json!({
+            "type": kind, "sender": sender, "state_key": "", "content": content, "room_id": "!r:pref.example",
+            "origin_server_ts": 1, "depth": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"},
+            "signatures": {},
+        });
+        Pdu::from_stored("$e", "!r:pref.example", &event.to_string()).expect("a PDU")
+    }
+
+    /// The case two readers disagreed on: a room without a power-levels event. The
+    /// authorisation rules (ruma-state-res, Synapse) need 50 for a state event there, and
+    /// give the creator 100; one reader had 0 and 50, another 50 and 0 for the creator.
+    #[test]
+    fn without_a_power_levels_event_state_needs_50_and_the_creator_has_100() {
+        let rules = version_rules("10").unwrap();
+        let create = pdu("m.room.create", "@mayor:pref.example", json!({ "room_version": "10" }));
+        let levels = power_levels_from(None, Some(&*create), &rules);
+        assert_eq!(state_level(&levels, "m.room.topic"), UserPowerLevel::Int(int!(50)));
+        assert_eq!(state_level(&levels, "jp.kairan.room.policy"), UserPowerLevel::Int(int!(50)));
+        assert_eq!(levels.for_user(user_id!("@mayor:pref.example")), UserPowerLevel::Int(int!(100)));
+        assert_eq!(levels.for_user(user_id!("@clerk:pref.example")), UserPowerLevel::Int(int!(0)));
+        assert_eq!(levels.invite, int!(0));
+
+        // From v12 the creator's power has no limit, with or without the event.
+        let rules = version_rules("12").unwrap();
+        let create = pdu("m.room.create", "@mayor:pref.example", json!({ "room_version": "12" }));
+        let levels = power_levels_from(None, Some(&*create), &rules);
+        assert_eq!(levels.for_user(user_id!("@mayor:pref.example")), UserPowerLevel::Infinite);
+        assert_eq!(state_level(&levels, "m.room.topic"), UserPowerLevel::Int(int!(50)));
+    }
+
+    #[test]
+    fn the_power_levels_event_decides_when_there_is_one() {
+        let rules = version_rules("10").unwrap();
+        let create = pdu("m.room.create", "@mayor:pref.example", json!({ "room_version": "10" }));
+        let pl = pdu(
+            "m.room.power_levels",
+            "@mayor:pref.example",
+            json!({ "users": { "@clerk:pref.example": "30" }, "state_default": 20, "events": { "m.room.name": 40 } }),
+        );
+        let levels = power_levels_from(Some(&*pl), Some(&*create), &rules);
+        // Old rooms may write levels as strings.
+        assert_eq!(levels.for_user(user_id!("@clerk:pref.example")), UserPowerLevel::Int(int!(30)));
+        assert_eq!(levels.for_user(user_id!("@mayor:pref.example")), UserPowerLevel::Int(int!(0)));
+        assert_eq!(state_level(&levels, "m.room.topic"), UserPowerLevel::Int(int!(20)));
+        assert_eq!(state_level(&levels, "m.room.name"), UserPowerLevel::Int(int!(40)));
     }
 }

@@ -4,7 +4,8 @@
 use ruma::{RoomId, UserId};
 use serde_json::{Value, json};
 
-use crate::{error::Result, services::Services};
+use crate::services::Services;
+use kairan_core::error::Result;
 
 /// Join rules under which a room shows itself to anyone, who may then join or knock (or,
 /// restricted, join from an allowed room).
@@ -41,7 +42,7 @@ impl Services {
             let id = current.get(&(t.to_owned(), String::new())).cloned();
             async move {
                 match id {
-                    Some(id) => Ok::<_, crate::error::Error>(self.pdu(&id).await?.map(|p| p.content_value())),
+                    Some(id) => Ok::<_, kairan_core::error::Error>(self.pdu(&id).await?.map(|p| p.content_value())),
                     None => Ok(None),
                 }
             }

@@ -7,10 +7,10 @@ use ruma::{CanonicalJsonObject, UserId, canonical_json::RedactedBecause};
 use serde_json::{Map, Value, json};
 
 use super::version_rules;
-use crate::{
+use crate::{services::Services, storage::EventRow};
+use kairan_core::{
     error::{Error, Result},
-    services::{Services, now_ms},
-    storage::EventRow,
+    time::now_ms,
 };
 
 /// Who reads an event, and how much to add to it.

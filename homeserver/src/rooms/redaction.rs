@@ -12,14 +12,14 @@ use ruma::{
 
 use super::{Pdu, StateMap};
 use crate::{
-    error::{Error, Result},
     services::Services,
     storage::{NewEvent, PendingRedaction},
 };
+use kairan_core::error::{Error, Result};
 
 /// State event types that no client may redact: the server ACL (as Synapse refuses) and
 /// the administrators' room policy, which only the admin API changes.
-const UNREDACTABLE: [&str; 2] = ["m.room.server_acl", crate::admin::ROOM_POLICY_EVENT];
+const UNREDACTABLE: [&str; 2] = ["m.room.server_acl", kairan_types::room_policy::EVENT_TYPE];
 
 /// What a redaction does to the event it names.
 #[derive(Debug, Clone, PartialEq, Eq)]

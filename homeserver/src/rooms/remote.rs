@@ -18,9 +18,10 @@ use ruma::{
 use serde_json::{Value, value::RawValue};
 
 use super::{EventTemplate, Pdu, SUPPORTED_VERSIONS, append::Parents, version_rules};
-use crate::{
+use crate::services::Services;
+use kairan_core::{
     error::{Error, Result},
-    services::{Services, now_ms},
+    time::now_ms,
 };
 
 /// The most of the resident's latest events fetched after a join (a template names at

@@ -14,9 +14,10 @@ use ruma::{
 use serde_json::{Value, json, value::RawValue};
 
 use super::{Ingested, Pdu, StateMap, append::Parents, remote::raw, version_rules};
-use crate::{
+use crate::services::Services;
+use kairan_core::{
     error::{Error, Result},
-    services::{Services, now_ms},
+    time::now_ms,
 };
 
 /// The most state events a joiner is sent after its join that its send_join answer lacked

@@ -4,11 +4,8 @@ use ruma::{RoomId, UserId};
 use serde_json::Value;
 
 use super::StateMap;
-use crate::{
-    error::{Error, Result},
-    services::Services,
-    storage::EventRow,
-};
+use crate::{services::Services, storage::EventRow};
+use kairan_core::error::{Error, Result};
 
 impl Services {
     /// Whether `user` may see `row`, by the room's history visibility at that event.
@@ -111,53 +108,4 @@ impl Services {
             Err(Error::forbidden(format!("you are not joined to {room_id}")))
         }
     }
-}
-
-impl Services {
-    /// Fails unless the user's power level reaches what sending a state event of
-    /// `event_type` requires: the rule Synapse applies to directory changes.
-    pub async fn require_power(&self, room_id: &RoomId, user: &UserId, event_type: &str) -> Result<()> {
-        let levels = self.power_levels_content(room_id).await?;
-        let needed = level(&levels["events"][event_type]).or_else(|| level(&levels["state_default"])).unwrap_or(50);
-        self.require_level(room_id, user, &levels, needed).await
-    }
-
-    async fn power_levels_content(&self, room_id: &RoomId) -> Result<Value> {
-        let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.power_levels", "").await? else {
-            return Ok(Value::Null);
-        };
-        Ok(self.pdu(&id).await?.map(|p| p.content_value()).unwrap_or(Value::Null))
-    }
-
-    async fn require_level(&self, room_id: &RoomId, user: &UserId, levels: &Value, needed: i64) -> Result<()> {
-        // Without a power levels event the creator has 100 and everyone else 0.
-        let mine = match levels {
-            Value::Null => 0,
-            _ => level(&levels["users"][user.as_str()]).or_else(|| level(&levels["users_default"])).unwrap_or(0),
-        };
-        // Room v12 creators hold unlimited power.
-        if mine >= needed || self.is_room_creator_v12(room_id, user).await? {
-            Ok(())
-        } else {
-            Err(Error::forbidden(format!("your power level {mine} is below the {needed} needed")))
-        }
-    }
-
-    async fn is_room_creator_v12(&self, room_id: &RoomId, user: &UserId) -> Result<bool> {
-        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
-        if !super::version_rules(&version).is_some_and(|r| r.authorization.explicitly_privilege_room_creators) {
-            return Ok(false);
-        }
-        let Some(id) = self.store.current_state_event(room_id.as_str(), "m.room.create", "").await? else {
-            return Ok(false);
-        };
-        let Some(create) = self.pdu(&id).await? else { return Ok(false) };
-        let extra = create.content_value()["additional_creators"].as_array().cloned().unwrap_or_default();
-        Ok(create.sender == user || extra.iter().any(|u| u == user.as_str()))
-    }
-}
-
-/// A power level as the spec allows it: an integer, or (in old rooms) a string of one.
-fn level(v: &Value) -> Option<i64> {
-    v.as_i64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }

@@ -5,11 +5,11 @@
 //! migrations differ, in `migrations/sqlite` and `migrations/postgres`. Nothing here
 //! knows HTTP or Matrix rules: services decide, storage remembers.
 
-mod account;
+mod account_data;
 mod admin;
+mod e2ee_keys;
 mod events;
 mod federation;
-mod keys;
 pub mod media;
 mod push;
 mod remote_devices;

@@ -183,15 +183,6 @@ impl Store {
         sessions.by_token.clear();
     }
 
-    pub async fn delete_token(&self, token_hash: &str) -> sqlx::Result<()> {
-        sqlx::query("DELETE FROM access_tokens WHERE token_hash = $1")
-            .bind(token_hash)
-            .execute(&mut *self.conn().await?)
-            .await?;
-        self.forget_sessions();
-        Ok(())
-    }
-
     /// Removes devices and their tokens. With `device_ids = None`, all of the user's.
     pub async fn delete_devices(&self, user_id: &str, device_ids: Option<&[String]>) -> sqlx::Result<()> {
         let mut tx = self.begin().await?;

@@ -1,7 +1,6 @@
 //! `/sync`: what changed for one device since a token, waiting for news when nothing has.
 
 mod filter;
-mod notifier;
 mod sliding;
 mod typing;
 
@@ -12,14 +11,16 @@ use serde_json::{Map, Value, json};
 
 pub use self::{
     filter::{Filter, RoomEventFilter},
-    notifier::{Audience, Notifier, Position},
     typing::Typing,
 };
 use crate::{
-    error::{Error, Result},
     rooms::{ClientEventOptions, StateMap},
     services::Services,
     storage::EventRow,
+};
+use kairan_core::{
+    error::{Error, Result},
+    notifier::{Audience, Position},
 };
 
 /// A parsed sync token: `s{stream}_{typing}`.
@@ -118,7 +119,7 @@ impl Services {
                 .notifier
                 .changes_since(seq, |a| a.concerns(req.user.as_str(), |r| member_of.contains(r), presence));
             seq = woke.seq;
-            crate::metrics::metrics().sync_woken(woke.concerned);
+            kairan_core::metrics::metrics().sync_woken(woke.concerned);
             if !woke.concerned {
                 continue;
             }
@@ -154,7 +155,7 @@ impl Services {
             }
         };
         if due {
-            let pos = self.store.touch_presence(user.as_str(), state, crate::services::now_ms()).await?;
+            let pos = self.store.touch_presence(user.as_str(), state, kairan_core::time::now_ms()).await?;
             self.advance_presence(user, pos).await?;
         }
         Ok(())
@@ -331,7 +332,7 @@ impl Services {
                 {
                     let mut content = json!({
                         "presence": state,
-                        "last_active_ago": (crate::services::now_ms() - last_active).max(0),
+                        "last_active_ago": (kairan_core::time::now_ms() - last_active).max(0),
                         "currently_active": state == "online",
                     });
                     if let Some(m) = msg {
@@ -343,7 +344,7 @@ impl Services {
         }
 
         let (devices_changed, devices_left) = match req.since {
-            Some(since) => self.device_list_changes(user, since.stream, now.stream).await?,
+            Some(since) => self.e2ee().device_list_changes(user, since.stream, now.stream).await?,
             None => (vec![], vec![]),
         };
         has_news |= !join.is_empty()
@@ -363,7 +364,7 @@ impl Services {
             "to_device": { "events": to_device },
             "presence": { "events": presence },
             "device_one_time_keys_count": otk,
-            "device_unused_fallback_key_types": self.unused_fallback_key_types(user, req.device).await?,
+            "device_unused_fallback_key_types": self.e2ee().unused_fallback_key_types(user, req.device).await?,
             "device_lists": { "changed": devices_changed, "left": devices_left },
         });
         Ok((response, has_news))
@@ -568,7 +569,7 @@ impl Services {
 
     /// Counts of unused one-time keys per algorithm.
     async fn one_time_key_counts(&self, user: &UserId, device: &str) -> Result<Value> {
-        Ok(json!(self.count_one_time_keys(user, device).await?))
+        Ok(json!(self.e2ee().count_one_time_keys(user, device).await?))
     }
 }
 

@@ -31,10 +31,13 @@ use serde_json::{Map, Value, json};
 
 use super::{Position, parse_json, parse_token, receipt_event};
 use crate::{
-    error::{Error, Result},
     rooms::{ClientEventOptions, StateMap},
-    services::{Services, now_ms},
+    services::Services,
     storage::EventRow,
+};
+use kairan_core::{
+    error::{Error, Result},
+    time::now_ms,
 };
 
 /// Event types that move a room up a list when the request names none, besides the
@@ -424,7 +427,7 @@ impl Services {
 
         if ext.e2ee.enabled == Some(true) {
             let (changed, left) = match since {
-                Some(since) => self.device_list_changes(user, since.stream, now.stream).await?,
+                Some(since) => self.e2ee().device_list_changes(user, since.stream, now.stream).await?,
                 None => (vec![], vec![]),
             };
             ext_news |= !changed.is_empty() || !left.is_empty();
@@ -433,7 +436,7 @@ impl Services {
                 json!({
                     "device_lists": { "changed": changed, "left": left },
                     "device_one_time_keys_count": self.one_time_key_counts(user, device).await?,
-                    "device_unused_fallback_key_types": self.unused_fallback_key_types(user, device).await?,
+                    "device_unused_fallback_key_types": self.e2ee().unused_fallback_key_types(user, device).await?,
                 }),
             );
         }

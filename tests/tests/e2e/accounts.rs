@@ -39,6 +39,20 @@ async fn whoami_and_devices(server: &TestServer) -> anyhow::Result<()> {
     let whoami = laptop.get(WHOAMI).await?.ok()?;
     ensure!(whoami["device_id"] == device(&laptop), "whoami of the second device: {whoami}");
 
+    // A device that made a request is listed with when and from where it was last seen
+    // (written on a task of its own, so it may take a moment).
+    let started = std::time::Instant::now();
+    let seen = loop {
+        let devices = device_list(&alice).await?;
+        let mine = devices.iter().find(|d| d["device_id"] == device(&laptop)).cloned().context("laptop not listed")?;
+        if mine["last_seen_ip"].is_string() || started.elapsed() > std::time::Duration::from_secs(10) {
+            break mine;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    ensure!(seen["last_seen_ip"] == "127.0.0.1", "last_seen_ip of a device that made requests: {seen}");
+    ensure!(seen["last_seen_ts"].as_i64().is_some_and(|t| t > 0), "last_seen_ts: {seen}");
+
     // Every login is a device, listed with the display name it logged in with.
     let devices = device_list(&alice).await?;
     let mut expected: Vec<String> = [&alice, &laptop, &phone, &tablet, &watch].iter().map(|a| device(a)).collect();

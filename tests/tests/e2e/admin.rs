@@ -455,7 +455,7 @@ async fn server_policy(server: &mut TestServer) -> anyhow::Result<()> {
     let bad = admin.put(&format!("{V1}/policy/media"), &json!({ "refused_types": ["word"] })).await?;
     assert_matrix_error(&bad, 400, "M_INVALID_PARAM")?;
 
-    // The federation allowlist is stored and shown (federation itself is not built yet).
+    // The federation allowlist is stored and shown.
     let body = json!({ "allowlist": ["City.Example", "*.pref.example", "city.example"] });
     let set = admin.put(&format!("{V1}/policy/federation"), &body).await?.ok()?;
     ensure!(set["federation_allowlist"] == json!(["city.example", "*.pref.example"]), "{set}");

@@ -8,25 +8,25 @@ use serde_json::{Value, json};
 use super::{AdminJson, Caller, answer};
 use crate::{
     admin::{MediaPolicyJson, POLICY_FEDERATION, POLICY_MEDIA, POLICY_REGISTRATION},
-    config::RegistrationMode,
-    error::{Error, Result},
     media::MediaPolicy,
     services::AppState,
 };
+use kairan_core::{
+    config::RegistrationMode,
+    error::{Error, Result},
+};
 
-fn server_policy_json(state: &AppState) -> Value {
+fn server_policy_json(services: &AppState) -> Value {
     json!({
-        "federation_allowlist": state.federation_allowlist(),
-        // Federation is not built yet: the allowlist is stored and will be applied by it.
-        "federation_enforced": false,
-        "media": MediaPolicyJson::from(&state.media.policy()),
-        "registration_mode": state.registration_mode(),
+        "federation_allowlist": services.federation_allowlist(),
+        "media": MediaPolicyJson::from(&services.media.policy()),
+        "registration_mode": services.registration_mode(),
     })
 }
 
 /// GET /policy
-pub async fn show(State(state): State<AppState>) -> Response {
-    answer(server_policy_json(&state), "")
+pub async fn show(State(services): State<AppState>) -> Response {
+    answer(server_policy_json(&services), "")
 }
 
 #[derive(Deserialize)]
@@ -42,7 +42,7 @@ fn valid_server_pattern(s: &str) -> bool {
 
 /// PUT /policy/federation
 pub async fn set_federation(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminJson(b): AdminJson<FederationBody>,
 ) -> Result<Response> {
@@ -58,9 +58,9 @@ pub async fn set_federation(
             list.push(s);
         }
     }
-    state.set_server_policy(POLICY_FEDERATION, &json!(list), &caller).await?;
+    services.set_server_policy(POLICY_FEDERATION, &json!(list), &caller).await?;
     let detail = format!("allowlist: {}", if list.is_empty() { "(none)".to_owned() } else { list.join(", ") });
-    Ok(answer(server_policy_json(&state), detail))
+    Ok(answer(server_policy_json(&services), detail))
 }
 
 #[derive(Deserialize)]
@@ -73,11 +73,11 @@ pub struct MediaBody {
 
 /// PUT /policy/media: absent fields keep their value.
 pub async fn set_media(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminJson(b): AdminJson<MediaBody>,
 ) -> Result<Response> {
-    let current = state.media.policy();
+    let current = services.media.policy();
     let max = b.max_upload_bytes.unwrap_or(current.max_upload_bytes);
     if max == 0 {
         return Err(Error::invalid_param("max_upload_bytes must be at least 1"));
@@ -86,8 +86,8 @@ pub async fn set_media(
     let allowed = b.allowed_types.unwrap_or(current.allowed_types);
     let policy = MediaPolicy::new(max, &refused, &allowed).map_err(Error::invalid_param)?;
     let value = serde_json::to_value(MediaPolicyJson::from(&policy)).unwrap_or_default();
-    state.set_server_policy(POLICY_MEDIA, &value, &caller).await?;
-    Ok(answer(server_policy_json(&state), format!("max {max} bytes")))
+    services.set_server_policy(POLICY_MEDIA, &value, &caller).await?;
+    Ok(answer(server_policy_json(&services), format!("max {max} bytes")))
 }
 
 #[derive(Deserialize)]
@@ -98,12 +98,12 @@ pub struct RegistrationBody {
 
 /// PUT /policy/registration
 pub async fn set_registration(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminJson(b): AdminJson<RegistrationBody>,
 ) -> Result<Response> {
     let mode: RegistrationMode = serde_json::from_value(json!(b.mode.trim().to_lowercase()))
         .map_err(|_| Error::invalid_param(format!("mode {:?} must be closed or token", b.mode)))?;
-    state.set_server_policy(POLICY_REGISTRATION, &json!(mode), &caller).await?;
-    Ok(answer(server_policy_json(&state), format!("registration {}", b.mode.trim().to_lowercase())))
+    services.set_server_policy(POLICY_REGISTRATION, &json!(mode), &caller).await?;
+    Ok(answer(server_policy_json(&services), format!("registration {}", b.mode.trim().to_lowercase())))
 }

@@ -8,14 +8,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminPath, AdminQuery, AuditDetail, answer, page_limit};
-use crate::{
-    admin::{
-        figures::figures_csv,
-        time::{DayEdge, Month, parse_instant},
-    },
+use crate::{admin::figures::figures_csv, services::AppState, storage::AuditFilter};
+use kairan_core::{
     error::{Error, Result},
-    services::AppState,
-    storage::AuditFilter,
+    time::{DayEdge, Month, parse_instant},
 };
 
 #[derive(Deserialize)]
@@ -25,12 +21,12 @@ pub struct FiguresQuery {
 
 /// GET /figures/{month}?format=json|csv
 pub async fn figures(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     AdminPath(month): AdminPath<String>,
     AdminQuery(q): AdminQuery<FiguresQuery>,
 ) -> Result<Response> {
     let m = Month::parse(&month).ok_or_else(|| Error::invalid_param(format!("{month:?} is not a month (YYYY-MM)")))?;
-    let report = state.figures_report(m).await?;
+    let report = services.figures_report(m).await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(answer(report, "")),
         "csv" => {
@@ -55,8 +51,8 @@ pub struct AuditQuery {
 }
 
 /// GET /audit: newest first.
-pub async fn audit(State(state): State<AppState>, AdminQuery(q): AdminQuery<AuditQuery>) -> Result<Response> {
-    let offset = state.config.admin.utc_offset_seconds();
+pub async fn audit(State(services): State<AppState>, AdminQuery(q): AdminQuery<AuditQuery>) -> Result<Response> {
+    let offset = services.config.admin.utc_offset_seconds();
     let instant = |name: &str, v: &Option<String>, edge| -> Result<Option<i64>> {
         v.as_deref()
             .filter(|s| !s.is_empty())
@@ -67,7 +63,7 @@ pub async fn audit(State(state): State<AppState>, AdminQuery(q): AdminQuery<Audi
             .transpose()
     };
     let normal_user = |u: Option<String>| -> Option<String> {
-        u.filter(|s| !s.is_empty()).map(|s| state.user_id_from(&s).map(|u| u.to_string()).unwrap_or(s))
+        u.filter(|s| !s.is_empty()).map(|s| services.user_id_from(&s).map(|u| u.to_string()).unwrap_or(s))
     };
     let limit = page_limit(q.limit)?;
     let filter = AuditFilter {
@@ -77,7 +73,7 @@ pub async fn audit(State(state): State<AppState>, AdminQuery(q): AdminQuery<Audi
         // A bare name is taken as a localpart of this server; anything else as given.
         target: q.target.filter(|s| !s.is_empty()).map(|t| {
             if crate::accounts::validate_localpart(&t).is_ok() && Month::parse(&t).is_none() {
-                state.user_id_from(&t).map(|u| u.to_string()).unwrap_or(t)
+                services.user_id_from(&t).map(|u| u.to_string()).unwrap_or(t)
             } else {
                 t
             }
@@ -85,7 +81,7 @@ pub async fn audit(State(state): State<AppState>, AdminQuery(q): AdminQuery<Audi
         before_id: q.from,
         limit,
     };
-    let entries = state.audit_entries(&filter).await?;
+    let entries = services.audit_entries(&filter).await?;
     let next = (entries.len() as i64 == limit).then(|| entries.last().and_then(|e| e["id"].as_i64())).flatten();
     let n = entries.len();
     Ok(answer(json!({ "entries": entries, "next": next }), format!("{n} listed")))

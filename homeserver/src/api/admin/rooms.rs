@@ -5,13 +5,10 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminJson, AdminPath, AdminQuery, Caller, answer, page_limit};
-use crate::{
-    admin::{
-        rooms::RoomPolicyUpdate,
-        time::{DayEdge, format_ms, parse_instant},
-    },
+use crate::{admin::rooms::RoomPolicyUpdate, services::AppState};
+use kairan_core::{
     error::{Error, Result},
-    services::AppState,
+    time::{DayEdge, format_ms, parse_instant},
 };
 
 #[derive(Deserialize)]
@@ -22,21 +19,21 @@ pub struct ListQuery {
 }
 
 /// GET /rooms
-pub async fn list(State(state): State<AppState>, AdminQuery(q): AdminQuery<ListQuery>) -> Result<Response> {
+pub async fn list(State(services): State<AppState>, AdminQuery(q): AdminQuery<ListQuery>) -> Result<Response> {
     let limit = page_limit(q.limit)?;
-    let (rooms, total, next) = state.admin_list_rooms(q.from.as_deref(), limit, q.search.as_deref()).await?;
+    let (rooms, total, next) = services.admin_list_rooms(q.from.as_deref(), limit, q.search.as_deref()).await?;
     let n = rooms.len();
     Ok(answer(json!({ "rooms": rooms, "total": total, "next": next }), format!("{n} listed")))
 }
 
 /// GET /rooms/{room_id}
 pub async fn show(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminPath(room): AdminPath<String>,
 ) -> Result<Response> {
-    let room_id = state.admin_target_room(&room).await?;
-    Ok(answer(state.admin_room_details(&caller, &room_id).await?, ""))
+    let room_id = services.admin_target_room(&room).await?;
+    Ok(answer(services.admin_room_details(&caller, &room_id).await?, ""))
 }
 
 #[derive(Deserialize, Default)]
@@ -51,17 +48,17 @@ pub struct ShutdownBody {
 
 /// POST /rooms/{room_id}/shutdown
 pub async fn shutdown(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminPath(room): AdminPath<String>,
     AdminJson(b): AdminJson<ShutdownBody>,
 ) -> Result<Response> {
-    let room_id = state.admin_target_room(&room).await?;
+    let room_id = services.admin_target_room(&room).await?;
     let (evacuate, block) = (b.evacuate.unwrap_or(true), b.block.unwrap_or(true));
     if !evacuate && !block {
         return Err(Error::invalid_param("a shutdown that neither evacuates nor blocks does nothing"));
     }
-    let out = state.admin_shutdown_room(&caller, &room_id, evacuate, block, b.reason).await?;
+    let out = services.admin_shutdown_room(&caller, &room_id, evacuate, block, b.reason).await?;
     let detail = format!("{} evacuated, {} failed, blocked: {}", out.evacuated.len(), out.failed.len(), out.blocked);
     Ok(answer(serde_json::to_value(&out).unwrap_or_default(), detail))
 }
@@ -77,19 +74,19 @@ pub struct PurgeBody {
 
 /// POST /rooms/{room_id}/purge
 pub async fn purge(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     AdminPath(room): AdminPath<String>,
     AdminJson(b): AdminJson<PurgeBody>,
 ) -> Result<Response> {
-    let room_id = state.admin_target_room(&room).await?;
-    let offset = state.config.admin.utc_offset_seconds();
+    let room_id = services.admin_target_room(&room).await?;
+    let offset = services.config.admin.utc_offset_seconds();
     let before = match (b.before_ts, b.before) {
         (Some(ts), _) => ts,
         (None, Some(d)) => parse_instant(&d, offset, DayEdge::Start)
             .ok_or_else(|| Error::invalid_param(format!("before {d:?} is not a date (YYYY-MM-DD) or time")))?,
         (None, None) => return Err(Error::missing_param("before (a date) is required")),
     };
-    let deleted = state.admin_purge_history(&room_id, before).await?;
+    let deleted = services.admin_purge_history(&room_id, before).await?;
     Ok(answer(
         json!({ "room_id": room_id, "before_ts": before, "before": format_ms(before, offset), "deleted_events": deleted }),
         format!("{deleted} events deleted"),
@@ -97,20 +94,20 @@ pub async fn purge(
 }
 
 /// GET /rooms/{room_id}/policy
-pub async fn show_policy(State(state): State<AppState>, AdminPath(room): AdminPath<String>) -> Result<Response> {
-    let room_id = state.admin_target_room(&room).await?;
-    Ok(answer(state.admin_room_policy(&room_id).await?, ""))
+pub async fn show_policy(State(services): State<AppState>, AdminPath(room): AdminPath<String>) -> Result<Response> {
+    let room_id = services.admin_target_room(&room).await?;
+    Ok(answer(services.admin_room_policy(&room_id).await?, ""))
 }
 
 /// PUT /rooms/{room_id}/policy
 pub async fn set_policy(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminPath(room): AdminPath<String>,
     AdminJson(update): AdminJson<RoomPolicyUpdate>,
 ) -> Result<Response> {
-    let room_id = state.admin_target_room(&room).await?;
-    let out = state.admin_set_room_policy(&caller, &room_id, update).await?;
+    let room_id = services.admin_target_room(&room).await?;
+    let out = services.admin_set_room_policy(&caller, &room_id, update).await?;
     let detail = format!(
         "{} event(s) sent{}{}",
         out.events.len(),

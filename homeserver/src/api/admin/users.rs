@@ -6,13 +6,13 @@ use serde_json::{Value, json};
 
 use super::{AdminJson, AdminPath, AdminQuery, Caller, answer, page_limit};
 use crate::{
-    admin::{
-        time::{DayEdge, format_ms, parse_instant},
-        users::{CreatedUser, NewUser, parse_csv},
-    },
-    error::{Error, Result},
-    services::{AppState, now_ms},
+    admin::users::{CreatedUser, NewUser, new_user, parse_csv},
+    services::AppState,
     storage::{AdminUserRow, UserFilter},
+};
+use kairan_core::{
+    error::{Error, Result},
+    time::{DayEdge, format_ms, now_ms, parse_instant},
 };
 
 fn user_json(u: &AdminUserRow, offset: i64) -> Value {
@@ -38,8 +38,8 @@ fn created_json(c: &CreatedUser) -> Value {
 }
 
 /// GET /whoami
-pub async fn whoami(State(state): State<AppState>, Extension(Caller(caller)): Extension<Caller>) -> Response {
-    answer(json!({ "user_id": caller, "admin": true, "server_name": state.server_name() }), "")
+pub async fn whoami(State(services): State<AppState>, Extension(Caller(caller)): Extension<Caller>) -> Response {
+    answer(json!({ "user_id": caller, "admin": true, "server_name": services.server_name() }), "")
 }
 
 #[derive(Deserialize)]
@@ -53,7 +53,7 @@ pub struct ListQuery {
 }
 
 /// GET /users
-pub async fn list(State(state): State<AppState>, AdminQuery(q): AdminQuery<ListQuery>) -> Result<Response> {
+pub async fn list(State(services): State<AppState>, AdminQuery(q): AdminQuery<ListQuery>) -> Result<Response> {
     let limit = page_limit(q.limit)?;
     let filter = UserFilter {
         search: q.search.filter(|s| !s.is_empty()),
@@ -61,8 +61,8 @@ pub async fn list(State(state): State<AppState>, AdminQuery(q): AdminQuery<ListQ
         admin: q.admin,
         deactivated: q.deactivated,
     };
-    let (rows, total) = state.store.admin_users(&filter, q.from.as_deref(), limit).await?;
-    let offset = state.config.admin.utc_offset_seconds();
+    let (rows, total) = services.store.admin_users(&filter, q.from.as_deref(), limit).await?;
+    let offset = services.config.admin.utc_offset_seconds();
     let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| r.user_id.clone())).flatten();
     let users: Vec<Value> = rows.iter().map(|u| user_json(u, offset)).collect();
     Ok(answer(json!({ "users": users, "total": total, "next": next }), format!("{} listed", users.len())))
@@ -80,8 +80,8 @@ pub struct CreateBody {
 }
 
 /// POST /users
-pub async fn create(State(state): State<AppState>, AdminJson(b): AdminJson<CreateBody>) -> Result<Response> {
-    let created = state
+pub async fn create(State(services): State<AppState>, AdminJson(b): AdminJson<CreateBody>) -> Result<Response> {
+    let created = services
         .admin_create_user(NewUser {
             user_id: b.user_id,
             displayname: b.displayname,
@@ -112,7 +112,7 @@ struct ImportBody {
 /// POST /users/import: a CSV (`Content-Type: text/csv`; user ID, display name,
 /// department, optionally a password) or JSON `{"users": [...]}`. Each row is created or
 /// reported as failed, with its line; a failed row does not stop the others.
-pub async fn import(State(state): State<AppState>, req: axum::extract::Request) -> Result<Response> {
+pub async fn import(State(services): State<AppState>, req: axum::extract::Request) -> Result<Response> {
     let csv = req
         .headers()
         .get(http::header::CONTENT_TYPE)
@@ -127,7 +127,7 @@ pub async fn import(State(state): State<AppState>, req: axum::extract::Request) 
         let text = std::str::from_utf8(&bytes).map_err(|_| Error::invalid_param("the CSV is not UTF-8"))?;
         let records = parse_csv(text).map_err(|(line, e)| Error::invalid_param(format!("line {line}: {e}")))?;
         for r in records {
-            rows.push((r.line, r.to_new_user().map_err(Error::invalid_param)));
+            rows.push((r.line, new_user(&r).map_err(Error::invalid_param)));
         }
     } else {
         let body: ImportBody = serde_json::from_slice(&bytes)
@@ -160,7 +160,7 @@ pub async fn import(State(state): State<AppState>, req: axum::extract::Request) 
         }
     }
     let mut created = Vec::new();
-    for ((line, user), result) in pending_lines.into_iter().zip(state.admin_import_users(pending).await) {
+    for ((line, user), result) in pending_lines.into_iter().zip(services.admin_import_users(pending).await) {
         match result {
             Ok(c) => {
                 let mut v = created_json(&c);
@@ -176,26 +176,26 @@ pub async fn import(State(state): State<AppState>, req: axum::extract::Request) 
 }
 
 /// GET /users/{user_id}
-pub async fn show(State(state): State<AppState>, AdminPath(user): AdminPath<String>) -> Result<Response> {
-    let (user_id, row) = state.admin_target_user(&user).await?;
-    let offset = state.config.admin.utc_offset_seconds();
+pub async fn show(State(services): State<AppState>, AdminPath(user): AdminPath<String>) -> Result<Response> {
+    let (user_id, row) = services.admin_target_user(&user).await?;
+    let offset = services.config.admin.utc_offset_seconds();
     let mut v = user_json(&row, offset);
-    let devices = state.store.devices(user_id.as_str()).await?;
+    let devices = services.store.devices(user_id.as_str()).await?;
     v["devices"] = devices.len().into();
-    v["sessions"] = state.store.session_count(user_id.as_str()).await?.into();
+    v["sessions"] = services.store.session_count(user_id.as_str()).await?.into();
     v["last_seen_ts"] = json!(devices.iter().filter_map(|d| d.last_seen_ts).max());
-    v["last_active_day"] = json!(state.store.last_active_day(user_id.as_str()).await?);
-    v["joined_rooms"] = json!(state.store.rooms_with_membership(user_id.as_str(), "join").await?);
+    v["last_active_day"] = json!(services.store.last_active_day(user_id.as_str()).await?);
+    v["joined_rooms"] = json!(services.store.rooms_with_membership(user_id.as_str(), "join").await?);
     Ok(answer(v, ""))
 }
 
 /// POST /users/{user_id}/deactivate
 pub async fn deactivate(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminPath(user): AdminPath<String>,
 ) -> Result<Response> {
-    let user_id = state.admin_deactivate(&caller, &user).await?;
+    let user_id = services.admin_deactivate(&caller, &user).await?;
     Ok(answer(json!({ "user_id": user_id, "deactivated": true }), "deactivated; sessions ended"))
 }
 
@@ -208,11 +208,11 @@ pub struct PasswordBody {
 
 /// POST /users/{user_id}/reactivate
 pub async fn reactivate(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     AdminPath(user): AdminPath<String>,
     AdminJson(b): AdminJson<PasswordBody>,
 ) -> Result<Response> {
-    let c = state.admin_reactivate(&user, b.password).await?;
+    let c = services.admin_reactivate(&user, b.password).await?;
     let mut v = created_json(&c);
     v["deactivated"] = false.into();
     Ok(answer(v, "reactivated"))
@@ -220,12 +220,12 @@ pub async fn reactivate(
 
 /// POST /users/{user_id}/password
 pub async fn reset_password(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     AdminPath(user): AdminPath<String>,
     AdminJson(b): AdminJson<PasswordBody>,
 ) -> Result<Response> {
     let logout = b.logout_devices.unwrap_or(true);
-    let c = state.admin_reset_password(&user, b.password, logout).await?;
+    let c = services.admin_reset_password(&user, b.password, logout).await?;
     let mut v = created_json(&c);
     v["logged_out"] = logout.into();
     Ok(answer(v, if logout { "password reset; sessions ended" } else { "password reset" }))
@@ -239,12 +239,12 @@ pub struct AdminBody {
 
 /// PUT /users/{user_id}/admin
 pub async fn set_admin(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     Extension(Caller(caller)): Extension<Caller>,
     AdminPath(user): AdminPath<String>,
     AdminJson(b): AdminJson<AdminBody>,
 ) -> Result<Response> {
-    let user_id = state.admin_set_admin(&caller, &user, b.admin).await?;
+    let user_id = services.admin_set_admin(&caller, &user, b.admin).await?;
     Ok(answer(json!({ "user_id": user_id, "admin": b.admin }), if b.admin { "granted" } else { "revoked" }))
 }
 
@@ -256,21 +256,21 @@ pub struct DepartmentBody {
 
 /// PUT /users/{user_id}/department
 pub async fn set_department(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     AdminPath(user): AdminPath<String>,
     AdminJson(b): AdminJson<DepartmentBody>,
 ) -> Result<Response> {
-    let (user_id, _) = state.admin_target_user(&user).await?;
+    let (user_id, _) = services.admin_target_user(&user).await?;
     let dept = b.department.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
-    state.store.set_user_department(user_id.as_str(), dept.as_deref()).await?;
+    services.store.set_user_department(user_id.as_str(), dept.as_deref()).await?;
     Ok(answer(json!({ "user_id": user_id, "department": dept }), ""))
 }
 
 /// GET /users/{user_id}/devices
-pub async fn devices(State(state): State<AppState>, AdminPath(user): AdminPath<String>) -> Result<Response> {
-    let (user_id, _) = state.admin_target_user(&user).await?;
-    let offset = state.config.admin.utc_offset_seconds();
-    let devices: Vec<Value> = state
+pub async fn devices(State(services): State<AppState>, AdminPath(user): AdminPath<String>) -> Result<Response> {
+    let (user_id, _) = services.admin_target_user(&user).await?;
+    let offset = services.config.admin.utc_offset_seconds();
+    let devices: Vec<Value> = services
         .store
         .devices(user_id.as_str())
         .await?
@@ -290,10 +290,10 @@ pub async fn devices(State(state): State<AppState>, AdminPath(user): AdminPath<S
 
 /// DELETE /users/{user_id}/devices/{device_id}
 pub async fn delete_device(
-    State(state): State<AppState>,
+    State(services): State<AppState>,
     AdminPath((user, device)): AdminPath<(String, String)>,
 ) -> Result<Response> {
-    let user_id = state.admin_delete_device(&user, &device).await?;
+    let user_id = services.admin_delete_device(&user, &device).await?;
     Ok(answer(json!({ "user_id": user_id, "device_id": device, "deleted": true }), "session ended"))
 }
 
@@ -315,18 +315,18 @@ pub struct TokenBody {
 }
 
 /// POST /registration_tokens
-pub async fn create_token(State(state): State<AppState>, AdminJson(b): AdminJson<TokenBody>) -> Result<Response> {
+pub async fn create_token(State(services): State<AppState>, AdminJson(b): AdminJson<TokenBody>) -> Result<Response> {
     let token = match b.token {
         Some(t) if valid_token(&t) => t,
         Some(_) => {
             return Err(Error::invalid_param("a token is 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '~', '-'"));
         }
-        None => crate::rooms::random_localpart(16),
+        None => kairan_core::ids::random_localpart(16),
     };
     if b.uses_allowed.is_some_and(|n| n < 0) {
         return Err(Error::invalid_param("uses_allowed must not be negative"));
     }
-    let offset = state.config.admin.utc_offset_seconds();
+    let offset = services.config.admin.utc_offset_seconds();
     let expiry_ts = match (b.expiry_ts, b.expiry) {
         (Some(ts), _) => Some(ts),
         (None, Some(e)) => Some(
@@ -338,7 +338,7 @@ pub async fn create_token(State(state): State<AppState>, AdminJson(b): AdminJson
     if expiry_ts.is_some_and(|t| t <= now_ms()) {
         return Err(Error::invalid_param("the expiry is in the past"));
     }
-    if !state.store.create_registration_token(&token, b.uses_allowed, expiry_ts).await? {
+    if !services.store.create_registration_token(&token, b.uses_allowed, expiry_ts).await? {
         return Err(Error::new(http::StatusCode::BAD_REQUEST, "M_INVALID_PARAM", "this token already exists"));
     }
     Ok(answer(
@@ -353,10 +353,10 @@ pub async fn create_token(State(state): State<AppState>, AdminJson(b): AdminJson
 }
 
 /// GET /registration_tokens
-pub async fn list_tokens(State(state): State<AppState>) -> Result<Response> {
-    let offset = state.config.admin.utc_offset_seconds();
+pub async fn list_tokens(State(services): State<AppState>) -> Result<Response> {
+    let offset = services.config.admin.utc_offset_seconds();
     let now = now_ms();
-    let tokens: Vec<Value> = state
+    let tokens: Vec<Value> = services
         .store
         .registration_tokens()
         .await?
@@ -378,8 +378,8 @@ pub async fn list_tokens(State(state): State<AppState>) -> Result<Response> {
 }
 
 /// DELETE /registration_tokens/{token}
-pub async fn revoke_token(State(state): State<AppState>, AdminPath(token): AdminPath<String>) -> Result<Response> {
-    if !state.store.delete_registration_token(&token).await? {
+pub async fn revoke_token(State(services): State<AppState>, AdminPath(token): AdminPath<String>) -> Result<Response> {
+    if !services.store.delete_registration_token(&token).await? {
         return Err(Error::not_found("no such registration token"));
     }
     Ok(answer(json!({ "revoked": true }), "revoked"))

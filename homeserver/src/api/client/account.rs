@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 use crate::{
     accounts::hash_password,
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     services::AppState,
     storage::DeviceRow,
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(change_password)
@@ -26,22 +26,22 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 }
 
 /// POST /_matrix/client/v3/account/password
-async fn change_password(state: AppState, req: Ruma<change_password::v3::Request>) -> Result<Json<Value>> {
+async fn change_password(services: AppState, req: Ruma<change_password::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
+    services.require_password(&auth.user, req.body.auth.as_ref()).await?;
     let hash = hash_password(req.body.new_password.clone()).await?;
-    state.store.set_password_hash(auth.user.as_str(), Some(&hash)).await?;
+    services.store.set_password_hash(auth.user.as_str(), Some(&hash)).await?;
     if req.body.logout_devices {
-        state.remove_other_devices(&auth.user, &auth.device).await?;
+        services.remove_other_devices(&auth.user, &auth.device).await?;
     }
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/account/deactivate
-async fn deactivate(state: AppState, req: Ruma<deactivate::v3::Request>) -> Result<Json<Value>> {
+async fn deactivate(services: AppState, req: Ruma<deactivate::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
-    state.deactivate_account(&auth.user).await?;
+    services.require_password(&auth.user, req.body.auth.as_ref()).await?;
+    services.deactivate_account(&auth.user).await?;
     Ok(Json(json!({ "id_server_unbind_result": "no-support" })))
 }
 
@@ -56,16 +56,16 @@ fn device_json(d: &DeviceRow, user: &str) -> Value {
 }
 
 /// GET /_matrix/client/v3/devices
-async fn get_devices(state: AppState, req: Ruma<get_devices::v3::Request>) -> Result<Json<Value>> {
+async fn get_devices(services: AppState, req: Ruma<get_devices::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    let devices = state.store.devices(user.as_str()).await?;
+    let devices = services.store.devices(user.as_str()).await?;
     Ok(Json(json!({ "devices": devices.iter().map(|d| device_json(d, user.as_str())).collect::<Vec<_>>() })))
 }
 
 /// GET /_matrix/client/v3/devices/{deviceId}
-async fn get_device(state: AppState, req: Ruma<get_device::v3::Request>) -> Result<Json<Value>> {
+async fn get_device(services: AppState, req: Ruma<get_device::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    let devices = state.store.devices(user.as_str()).await?;
+    let devices = services.store.devices(user.as_str()).await?;
     let d = devices
         .iter()
         .find(|d| d.device_id == req.body.device_id.as_str())
@@ -74,28 +74,32 @@ async fn get_device(state: AppState, req: Ruma<get_device::v3::Request>) -> Resu
 }
 
 /// PUT /_matrix/client/v3/devices/{deviceId}
-async fn update_device(state: AppState, req: Ruma<update_device::v3::Request>) -> Result<Json<Value>> {
+async fn update_device(services: AppState, req: Ruma<update_device::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    if !state.store.rename_device(user.as_str(), req.body.device_id.as_str(), req.body.display_name.as_deref()).await? {
+    if !services
+        .store
+        .rename_device(user.as_str(), req.body.device_id.as_str(), req.body.display_name.as_deref())
+        .await?
+    {
         return Err(Error::not_found("no such device"));
     }
-    state.device_renamed(user, req.body.device_id.as_str()).await?;
+    services.e2ee().device_renamed(user, req.body.device_id.as_str()).await?;
     Ok(Json(json!({})))
 }
 
 /// DELETE /_matrix/client/v3/devices/{deviceId}
-async fn delete_device(state: AppState, req: Ruma<delete_device::v3::Request>) -> Result<Json<Value>> {
+async fn delete_device(services: AppState, req: Ruma<delete_device::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
-    state.remove_devices(&auth.user, Some(&[req.body.device_id.to_string()])).await?;
+    services.require_password(&auth.user, req.body.auth.as_ref()).await?;
+    services.remove_devices(&auth.user, Some(&[req.body.device_id.to_string()])).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/delete_devices
-async fn delete_devices(state: AppState, req: Ruma<delete_devices::v3::Request>) -> Result<Json<Value>> {
+async fn delete_devices(services: AppState, req: Ruma<delete_devices::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
-    state.require_password(&auth.user, req.body.auth.as_ref()).await?;
+    services.require_password(&auth.user, req.body.auth.as_ref()).await?;
     let ids: Vec<String> = req.body.devices.iter().map(|d| d.to_string()).collect();
-    state.remove_devices(&auth.user, Some(&ids)).await?;
+    services.remove_devices(&auth.user, Some(&ids)).await?;
     Ok(Json(json!({})))
 }

@@ -8,9 +8,11 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     services::{AppState, Services},
-    sync::Audience,
+};
+use kairan_core::{
+    error::{Error, Result},
+    notifier::Audience,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -21,7 +23,7 @@ fn own(user: &ruma::UserId, target: &ruma::UserId) -> Result<()> {
     if user == target { Ok(()) } else { Err(Error::forbidden("you can only access your own account data")) }
 }
 
-async fn put(state: &Services, user: &ruma::UserId, room: &str, kind: &str, raw: &str) -> Result<Json<Value>> {
+async fn put(services: &Services, user: &ruma::UserId, room: &str, kind: &str, raw: &str) -> Result<Json<Value>> {
     let v: Value = serde_json::from_str(raw).map_err(|e| Error::bad_json(e.to_string()))?;
     if !v.is_object() {
         return Err(Error::bad_json("account data must be a JSON object"));
@@ -32,13 +34,13 @@ async fn put(state: &Services, user: &ruma::UserId, room: &str, kind: &str, raw:
         e.status = http::StatusCode::METHOD_NOT_ALLOWED;
         return Err(e);
     }
-    let pos = state.store.put_account_data(user.as_str(), room, kind, &v.to_string()).await?;
-    state.notifier.advance(pos, Audience::user(user.as_str()));
+    let pos = services.store.put_account_data(user.as_str(), room, kind, &v.to_string()).await?;
+    services.notifier.advance(pos, Audience::user(user.as_str()));
     Ok(Json(json!({})))
 }
 
-async fn get(state: &Services, user: &ruma::UserId, room: &str, kind: &str) -> Result<Json<Value>> {
-    let data = state
+async fn get(services: &Services, user: &ruma::UserId, room: &str, kind: &str) -> Result<Json<Value>> {
+    let data = services
         .store
         .account_data(user.as_str(), room, kind)
         .await?
@@ -47,26 +49,26 @@ async fn get(state: &Services, user: &ruma::UserId, room: &str, kind: &str) -> R
 }
 
 /// GET /_matrix/client/v3/user/{userId}/account_data/{type}
-async fn get_global(state: AppState, req: Ruma<get_global_account_data::v3::Request>) -> Result<Json<Value>> {
+async fn get_global(services: AppState, req: Ruma<get_global_account_data::v3::Request>) -> Result<Json<Value>> {
     own(req.user()?, &req.body.user_id)?;
-    get(&state, req.user()?, "", &req.body.event_type.to_string()).await
+    get(&services, req.user()?, "", &req.body.event_type.to_string()).await
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/account_data/{type}
-async fn set_global(state: AppState, req: Ruma<set_global_account_data::v3::Request>) -> Result<Json<Value>> {
+async fn set_global(services: AppState, req: Ruma<set_global_account_data::v3::Request>) -> Result<Json<Value>> {
     own(req.user()?, &req.body.user_id)?;
-    put(&state, req.user()?, "", &req.body.event_type.to_string(), req.body.data.json().get()).await
+    put(&services, req.user()?, "", &req.body.event_type.to_string(), req.body.data.json().get()).await
 }
 
 /// GET /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-async fn get_room(state: AppState, req: Ruma<get_room_account_data::v3::Request>) -> Result<Json<Value>> {
+async fn get_room(services: AppState, req: Ruma<get_room_account_data::v3::Request>) -> Result<Json<Value>> {
     own(req.user()?, &req.body.user_id)?;
-    get(&state, req.user()?, req.body.room_id.as_str(), &req.body.event_type.to_string()).await
+    get(&services, req.user()?, req.body.room_id.as_str(), &req.body.event_type.to_string()).await
 }
 
 /// PUT /_matrix/client/v3/user/{userId}/rooms/{roomId}/account_data/{type}
-async fn set_room(state: AppState, req: Ruma<set_room_account_data::v3::Request>) -> Result<Json<Value>> {
+async fn set_room(services: AppState, req: Ruma<set_room_account_data::v3::Request>) -> Result<Json<Value>> {
     own(req.user()?, &req.body.user_id)?;
-    put(&state, req.user()?, req.body.room_id.as_str(), &req.body.event_type.to_string(), req.body.data.json().get())
+    put(&services, req.user()?, req.body.room_id.as_str(), &req.body.event_type.to_string(), req.body.data.json().get())
         .await
 }

@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     services::{AppState, Services},
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(put_alias)
@@ -29,26 +29,26 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// GET /_matrix/client/v1/room_summary/{roomIdOrAlias} (and MSC3266's unstable path): a
 /// room's summary for someone who may see it, by ID or by alias; `M_NOT_FOUND` otherwise,
 /// as for a room this server does not know.
-async fn summary(state: AppState, req: Ruma<get_summary::v1::Request>) -> Result<Json<Value>> {
+async fn summary(services: AppState, req: Ruma<get_summary::v1::Request>) -> Result<Json<Value>> {
     let room_id = match <&ruma::RoomAliasId>::try_from(&*req.body.room_id_or_alias) {
-        Ok(alias) => state.resolve_alias(alias).await?.0,
+        Ok(alias) => services.resolve_alias(alias).await?.0,
         Err(_) => ruma::OwnedRoomId::try_from(req.body.room_id_or_alias.as_str())
             .map_err(|e| Error::invalid_param(format!("not a room ID or alias: {e}")))?,
     };
     let user = req.auth.as_ref().map(|a| a.user.as_ref());
-    let preview = state.room_preview(&room_id, user).await?;
+    let preview = services.room_preview(&room_id, user).await?;
     Ok(Json(preview.ok_or_else(|| Error::not_found("no such room, or not one you may preview"))?))
 }
 
 /// PUT /_matrix/client/v3/directory/room/{roomAlias}
-async fn put_alias(state: AppState, req: Ruma<create_alias::v3::Request>) -> Result<Json<Value>> {
+async fn put_alias(services: AppState, req: Ruma<create_alias::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     let b = &req.body;
-    if b.room_alias.server_name() != state.server_name() {
+    if b.room_alias.server_name() != services.server_name() {
         return Err(Error::invalid_param("aliases must be on this server"));
     }
-    state.require_joined(&b.room_id, user).await?;
-    if !state.store.create_alias(b.room_alias.as_str(), b.room_id.as_str(), user.as_str()).await? {
+    services.require_joined(&b.room_id, user).await?;
+    if !services.store.create_alias(b.room_alias.as_str(), b.room_id.as_str(), user.as_str()).await? {
         return Err(Error::new(
             http::StatusCode::CONFLICT,
             "M_UNKNOWN",
@@ -61,25 +61,25 @@ async fn put_alias(state: AppState, req: Ruma<create_alias::v3::Request>) -> Res
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
 ///
 /// Another server's alias is asked of that server (`query/directory`).
-async fn get_alias(state: AppState, req: Ruma<get_alias::v3::Request>) -> Result<Json<Value>> {
-    let (room_id, servers) = state.resolve_alias(&req.body.room_alias).await?;
+async fn get_alias(services: AppState, req: Ruma<get_alias::v3::Request>) -> Result<Json<Value>> {
+    let (room_id, servers) = services.resolve_alias(&req.body.room_alias).await?;
     Ok(Json(json!({ "room_id": room_id, "servers": servers })))
 }
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}
-async fn delete_alias(state: AppState, req: Ruma<delete_alias::v3::Request>) -> Result<Json<Value>> {
-    state.delete_alias(req.user()?, &req.body.room_alias).await?;
+async fn delete_alias(services: AppState, req: Ruma<delete_alias::v3::Request>) -> Result<Json<Value>> {
+    services.delete_alias(req.user()?, &req.body.room_alias).await?;
     Ok(Json(json!({})))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/aliases
-async fn room_aliases(state: AppState, req: Ruma<aliases::v3::Request>) -> Result<Json<Value>> {
-    state.readable_state(&req.body.room_id, req.user()?).await?;
-    Ok(Json(json!({ "aliases": state.store.room_aliases(req.body.room_id.as_str()).await? })))
+async fn room_aliases(services: AppState, req: Ruma<aliases::v3::Request>) -> Result<Json<Value>> {
+    services.readable_state(&req.body.room_id, req.user()?).await?;
+    Ok(Json(json!({ "aliases": services.store.room_aliases(req.body.room_id.as_str()).await? })))
 }
 
 async fn directory(
-    state: &Services,
+    services: &Services,
     limit: Option<u64>,
     since: Option<&str>,
     term: Option<&str>,
@@ -87,9 +87,9 @@ async fn directory(
     let offset: usize = since.and_then(|s| s.parse().ok()).unwrap_or(0);
     let limit = limit.unwrap_or(100).clamp(1, 500) as usize;
     let mut chunk = Vec::new();
-    for room in state.store.public_rooms().await? {
+    for room in services.store.public_rooms().await? {
         let Ok(room_id) = ruma::RoomId::parse(&room) else { continue };
-        let Some(entry) = state.room_summary_of(&room_id).await? else { continue };
+        let Some(entry) = services.room_summary_of(&room_id).await? else { continue };
         if let Some(term) = term {
             let hay = format!("{} {} {}", entry["name"], entry["topic"], entry["canonical_alias"]).to_lowercase();
             if !hay.contains(&term.to_lowercase()) {
@@ -113,34 +113,34 @@ async fn directory(
 }
 
 /// GET /_matrix/client/v3/publicRooms
-async fn public_rooms(state: AppState, req: Ruma<get_public_rooms::v3::Request>) -> Result<Json<Value>> {
-    directory(&state, req.body.limit.map(u64::from), req.body.since.as_deref(), None).await
+async fn public_rooms(services: AppState, req: Ruma<get_public_rooms::v3::Request>) -> Result<Json<Value>> {
+    directory(&services, req.body.limit.map(u64::from), req.body.since.as_deref(), None).await
 }
 
 /// POST /_matrix/client/v3/publicRooms
 async fn public_rooms_filtered(
-    state: AppState,
+    services: AppState,
     req: Ruma<get_public_rooms_filtered::v3::Request>,
 ) -> Result<Json<Value>> {
     let b = &req.body;
-    directory(&state, b.limit.map(u64::from), b.since.as_deref(), b.filter.generic_search_term.as_deref()).await
+    directory(&services, b.limit.map(u64::from), b.since.as_deref(), b.filter.generic_search_term.as_deref()).await
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}
-async fn get_visibility(state: AppState, req: Ruma<get_room_visibility::v3::Request>) -> Result<Json<Value>> {
-    if state.store.room_version(req.body.room_id.as_str()).await?.is_none() {
+async fn get_visibility(services: AppState, req: Ruma<get_room_visibility::v3::Request>) -> Result<Json<Value>> {
+    if services.store.room_version(req.body.room_id.as_str()).await?.is_none() {
         return Err(Error::not_found("unknown room"));
     }
-    let public = state.store.is_room_public(req.body.room_id.as_str()).await?;
+    let public = services.store.is_room_public(req.body.room_id.as_str()).await?;
     Ok(Json(json!({ "visibility": if public { "public" } else { "private" } })))
 }
 
 /// PUT /_matrix/client/v3/directory/list/room/{roomId}
-async fn set_visibility(state: AppState, req: Ruma<set_room_visibility::v3::Request>) -> Result<Json<Value>> {
+async fn set_visibility(services: AppState, req: Ruma<set_room_visibility::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     let room = &req.body.room_id;
-    state.require_joined(room, user).await?;
-    state.require_power(room, user, "m.room.canonical_alias").await?;
-    state.store.set_room_public(room.as_str(), req.body.visibility == Visibility::Public).await?;
+    services.require_joined(room, user).await?;
+    services.require_power(room, user, "m.room.canonical_alias").await?;
+    services.store.set_room_public(room.as_str(), req.body.visibility == Visibility::Public).await?;
     Ok(Json(json!({})))
 }

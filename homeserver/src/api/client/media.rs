@@ -30,10 +30,12 @@ use crate::{
         Ruma, RumaResponse,
         ruma_io::{RouterExt, access_token},
     },
-    error::{Error, Result},
     media::{Method, StoredMedia},
-    ratelimit::LimitClass,
     services::AppState,
+};
+use kairan_core::{
+    error::{Error, Result},
+    ratelimit::LimitClass,
 };
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
@@ -61,9 +63,9 @@ fn respond(result: Result<Response>) -> Response {
 }
 
 /// The caller, from `Authorization: Bearer` or `access_token`.
-async fn caller(state: &AppState, parts: &Parts) -> Result<OwnedUserId> {
+async fn caller(services: &AppState, parts: &Parts) -> Result<OwnedUserId> {
     let token = access_token(parts).ok_or_else(|| Error::missing_token("missing access token"))?;
-    Ok(state.authenticate(&token).await?.0)
+    Ok(services.authenticate(&token).await?.0)
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,46 +74,46 @@ struct UploadQuery {
 }
 
 /// POST /_matrix/media/v3/upload
-async fn upload(State(state): State<AppState>, req: Request) -> Response {
-    respond(upload_inner(state, req).await)
+async fn upload(State(services): State<AppState>, req: Request) -> Response {
+    respond(upload_inner(services, req).await)
 }
 
-async fn upload_inner(state: AppState, req: Request) -> Result<Response> {
+async fn upload_inner(services: AppState, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
-    let user = caller(&state, &parts).await?;
-    state.limiter.check(LimitClass::Action, user.as_str())?;
+    let user = caller(&services, &parts).await?;
+    services.limiter.check(LimitClass::Action, user.as_str())?;
     let query = Query::<UploadQuery>::try_from_uri(&parts.uri)
         .map_err(|e| Error::invalid_param(format!("invalid query: {e}")))?
         .0;
     let header = |name| parts.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let declared_type = header(header::CONTENT_TYPE);
     let length = header(header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    let media_id = state
+    let media_id = services
         .media
         .upload(user.as_str(), declared_type, query.filename.as_deref(), length, body.into_data_stream())
         .await?;
-    let uri = format!("mxc://{}/{media_id}", state.server_name());
+    let uri = format!("mxc://{}/{media_id}", services.server_name());
     Ok(Json(json!({ "content_uri": uri })).into_response())
 }
 
 /// A media of this server, or `M_NOT_FOUND` (remote media needs federation).
-async fn local_media(state: &AppState, server_name: &str, media_id: &str) -> Result<StoredMedia> {
-    if <&ServerName>::try_from(server_name).ok() != Some(state.server_name()) {
+async fn local_media(services: &AppState, server_name: &str, media_id: &str) -> Result<StoredMedia> {
+    if <&ServerName>::try_from(server_name).ok() != Some(services.server_name()) {
         return Err(Error::not_found("media not found"));
     }
-    state.media.get(media_id).await
+    services.media.get(media_id).await
 }
 
 /// GET /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
-async fn download(State(state): State<AppState>, req: Request) -> Response {
-    respond(download_inner(state, req).await)
+async fn download(State(services): State<AppState>, req: Request) -> Response {
+    respond(download_inner(services, req).await)
 }
 
-async fn download_inner(state: AppState, req: Request) -> Result<Response> {
+async fn download_inner(services: AppState, req: Request) -> Result<Response> {
     let (mut parts, _) = req.into_parts();
-    caller(&state, &parts).await?;
-    let args = path_args(&mut parts, &state).await?;
-    let media = local_media(&state, &args[0], &args[1]).await?;
+    caller(&services, &parts).await?;
+    let args = path_args(&mut parts, &services).await?;
+    let media = local_media(&services, &args[0], &args[1]).await?;
     let file = tokio::fs::File::open(&media.path).await.map_err(|e| Error::internal("opening media", e))?;
     let len = file.metadata().await.map_err(|e| Error::internal("opening media", e))?.len();
     let content_type = media.row.content_type.as_str();
@@ -149,14 +151,14 @@ struct ThumbnailQuery {
 }
 
 /// GET /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
-async fn thumbnail(State(state): State<AppState>, req: Request) -> Response {
-    respond(thumbnail_inner(state, req).await)
+async fn thumbnail(State(services): State<AppState>, req: Request) -> Response {
+    respond(thumbnail_inner(services, req).await)
 }
 
-async fn thumbnail_inner(state: AppState, req: Request) -> Result<Response> {
+async fn thumbnail_inner(services: AppState, req: Request) -> Result<Response> {
     let (mut parts, _) = req.into_parts();
-    caller(&state, &parts).await?;
-    let args = path_args(&mut parts, &state).await?;
+    caller(&services, &parts).await?;
+    let args = path_args(&mut parts, &services).await?;
     let q = Query::<ThumbnailQuery>::try_from_uri(&parts.uri)
         .map_err(|e| Error::invalid_param(format!("invalid query: {e}")))?
         .0;
@@ -173,19 +175,19 @@ async fn thumbnail_inner(state: AppState, req: Request) -> Result<Response> {
         Some("crop") => Method::Crop,
         Some(other) => return Err(Error::invalid_param(format!("unknown thumbnail method {other:?}"))),
     };
-    if <&ServerName>::try_from(args[0].as_str()).ok() != Some(state.server_name()) {
+    if <&ServerName>::try_from(args[0].as_str()).ok() != Some(services.server_name()) {
         return Err(Error::not_found("media not found"));
     }
-    let (bytes, content_type) = state.media.thumbnail(&args[1], width, height, method).await?;
+    let (bytes, content_type) = services.media.thumbnail(&args[1], width, height, method).await?;
     let mut response = Response::new(Body::from(bytes));
     set_media_headers(response.headers_mut(), content_type, ContentDisposition::new(ContentDispositionType::Inline));
     Ok(response)
 }
 
 /// The path parameters, as strings (the router matched their number).
-async fn path_args(parts: &mut Parts, state: &AppState) -> Result<Vec<String>> {
+async fn path_args(parts: &mut Parts, services: &AppState) -> Result<Vec<String>> {
     use axum::extract::FromRequestParts;
-    Path::<Vec<String>>::from_request_parts(parts, state)
+    Path::<Vec<String>>::from_request_parts(parts, services)
         .await
         .map(|p| p.0)
         .map_err(|e| Error::invalid_param(format!("invalid path: {e}")))

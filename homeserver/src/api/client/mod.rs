@@ -2,10 +2,10 @@
 
 mod account;
 mod account_data;
-mod backup;
 mod directory;
+mod e2ee_keys;
 mod events;
-mod keys;
+mod key_backup;
 mod media;
 mod membership;
 mod profile;
@@ -44,7 +44,7 @@ pub fn routes() -> Router<AppState> {
     let r = media::routes(r);
     let r = push::routes(r);
     let r = search::routes(r);
-    let r = keys::routes(r);
-    let r = backup::routes(r);
+    let r = e2ee_keys::routes(r);
+    let r = key_backup::routes(r);
     profile::routes(r)
 }

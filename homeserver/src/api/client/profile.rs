@@ -9,17 +9,17 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     rooms::EventTemplate,
     services::{AppState, Services},
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(profile).ruma(field).ruma(set_field).ruma(delete_field).ruma(search)
 }
 
-async fn profile_json(state: &Services, user: &ruma::UserId) -> Result<Value> {
-    let u = state.store.user(user.as_str()).await?.ok_or_else(|| Error::not_found("user not found"))?;
+async fn profile_json(services: &Services, user: &ruma::UserId) -> Result<Value> {
+    let u = services.store.user(user.as_str()).await?.ok_or_else(|| Error::not_found("user not found"))?;
     let mut out = json!({});
     if let Some(n) = u.displayname {
         out["displayname"] = n.into();
@@ -33,19 +33,19 @@ async fn profile_json(state: &Services, user: &ruma::UserId) -> Result<Value> {
 /// GET /_matrix/client/v3/profile/{userId}
 ///
 /// A remote user's profile is asked of their server (`query/profile`).
-async fn profile(state: AppState, req: Ruma<get_profile::v3::Request>) -> Result<Json<Value>> {
-    if !state.is_local(&req.body.user_id) {
-        return Ok(Json(Value::Object(state.profile(&req.body.user_id, None).await?)));
+async fn profile(services: AppState, req: Ruma<get_profile::v3::Request>) -> Result<Json<Value>> {
+    if !services.is_local(&req.body.user_id) {
+        return Ok(Json(Value::Object(services.profile(&req.body.user_id, None).await?)));
     }
-    Ok(Json(profile_json(&state, &req.body.user_id).await?))
+    Ok(Json(profile_json(&services, &req.body.user_id).await?))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/{keyName}
-async fn field(state: AppState, req: Ruma<get_profile_field::v3::Request>) -> Result<Json<Value>> {
+async fn field(services: AppState, req: Ruma<get_profile_field::v3::Request>) -> Result<Json<Value>> {
     let name = req.body.field.to_string();
-    let p = match state.is_local(&req.body.user_id) {
-        true => profile_json(&state, &req.body.user_id).await?,
-        false => Value::Object(state.profile(&req.body.user_id, Some(&name)).await?),
+    let p = match services.is_local(&req.body.user_id) {
+        true => profile_json(&services, &req.body.user_id).await?,
+        false => Value::Object(services.profile(&req.body.user_id, Some(&name)).await?),
     };
     match p.get(&name) {
         Some(v) => Ok(Json(json!({ name: v }))),
@@ -53,18 +53,19 @@ async fn field(state: AppState, req: Ruma<get_profile_field::v3::Request>) -> Re
     }
 }
 
-async fn update(state: &Services, user: &ruma::UserId, name: &str, value: Option<String>) -> Result<()> {
+async fn update(services: &Services, user: &ruma::UserId, name: &str, value: Option<String>) -> Result<()> {
     match name {
-        "displayname" => state.store.set_profile_field(user.as_str(), Some(value.as_deref()), None).await?,
-        "avatar_url" => state.store.set_profile_field(user.as_str(), None, Some(value.as_deref())).await?,
+        "displayname" => services.store.set_profile_field(user.as_str(), Some(value.as_deref()), None).await?,
+        "avatar_url" => services.store.set_profile_field(user.as_str(), None, Some(value.as_deref())).await?,
         other => return Err(Error::bad_json(format!("profile field {other:?} is not supported"))),
     }
-    for room in state.store.rooms_with_membership(user.as_str(), "join").await? {
+    for room in services.store.rooms_with_membership(user.as_str(), "join").await? {
         let Ok(room_id) = ruma::OwnedRoomId::try_from(room) else { continue };
-        let Some(id) = state.store.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await? else {
+        let Some(id) = services.store.current_state_event(room_id.as_str(), "m.room.member", user.as_str()).await?
+        else {
             continue;
         };
-        let Some(pdu) = state.pdu(&id).await? else { continue };
+        let Some(pdu) = services.pdu(&id).await? else { continue };
         let mut content = pdu.content_value();
         match &value {
             Some(v) => content[name] = v.clone().into(),
@@ -74,7 +75,7 @@ async fn update(state: &Services, user: &ruma::UserId, name: &str, value: Option
                 }
             }
         }
-        if let Err(e) = state
+        if let Err(e) = services
             .append_event(&room_id, user, EventTemplate::state("m.room.member", user.as_str(), content), None)
             .await
         {
@@ -85,7 +86,7 @@ async fn update(state: &Services, user: &ruma::UserId, name: &str, value: Option
 }
 
 /// PUT /_matrix/client/v3/profile/{userId}/{keyName}
-async fn set_field(state: AppState, req: Ruma<set_profile_field::v3::Request>) -> Result<Json<Value>> {
+async fn set_field(services: AppState, req: Ruma<set_profile_field::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only change your own profile"));
@@ -96,27 +97,27 @@ async fn set_field(state: AppState, req: Ruma<set_profile_field::v3::Request>) -
         .and_then(|o| o.iter().next())
         .map(|(k, v)| (k.clone(), v.clone()))
         .ok_or_else(|| Error::bad_json("empty profile update"))?;
-    update(&state, user, &name, value.as_str().map(str::to_owned)).await?;
+    update(&services, user, &name, value.as_str().map(str::to_owned)).await?;
     Ok(Json(json!({})))
 }
 
 /// DELETE /_matrix/client/v3/profile/{userId}/{keyName}
-async fn delete_field(state: AppState, req: Ruma<delete_profile_field::v3::Request>) -> Result<Json<Value>> {
+async fn delete_field(services: AppState, req: Ruma<delete_profile_field::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only change your own profile"));
     }
-    update(&state, user, req.body.field.as_ref(), None).await?;
+    update(&services, user, req.body.field.as_ref(), None).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/user_directory/search
-async fn search(state: AppState, req: Ruma<search_users::v3::Request>) -> Result<Json<Value>> {
+async fn search(services: AppState, req: Ruma<search_users::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     let limit = u64::from(req.body.limit).clamp(1, 100) as i64;
     let term = req.body.search_term.to_lowercase();
-    let all = state.config.user_directory.search_all_users;
-    let rows = state.store.search_users(user.as_str(), &term, all, limit + 1).await?;
+    let all = services.config.user_directory.search_all_users;
+    let rows = services.store.search_users(user.as_str(), &term, all, limit + 1).await?;
     let limited = rows.len() as i64 > limit;
     let results: Vec<Value> = rows
         .into_iter()

@@ -6,17 +6,17 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     rooms::{CreateRoom, EventTemplate},
     services::AppState,
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(create_room)
 }
 
 /// POST /_matrix/client/v3/createRoom
-async fn create_room(state: AppState, req: Ruma<create_room::v3::Request>) -> Result<Json<Value>> {
+async fn create_room(services: AppState, req: Ruma<create_room::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?.to_owned();
     let body = req.body;
     let to_map = |raw: Option<&serde_json::value::RawValue>| -> Result<serde_json::Map<String, Value>> {
@@ -47,6 +47,6 @@ async fn create_room(state: AppState, req: Ruma<create_room::v3::Request>) -> Re
         initial_state,
         power_level_override: to_map(body.power_level_content_override.as_ref().map(|c| c.json()))?,
     };
-    let room_id = state.create_room(&user, request).await?;
+    let room_id = services.create_room(&user, request).await?;
     Ok(Json(json!({ "room_id": room_id })))
 }

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     rooms::ClientEventOptions,
     services::AppState,
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(search).ruma(hierarchy).ruma(turn_server)
@@ -25,7 +25,7 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// Room events only, newest first: message bodies and room names and topics containing
 /// the term, in the user's joined rooms (or the filter's rooms among them). Encrypted
 /// messages are the clients' to search.
-async fn search(state: AppState, req: Ruma<search_events::v3::Request>) -> Result<Json<Value>> {
+async fn search(services: AppState, req: Ruma<search_events::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
     let Some(criteria) = &req.body.search_categories.room_events else {
         return Ok(Json(json!({ "search_categories": {} })));
@@ -39,21 +39,21 @@ async fn search(state: AppState, req: Ruma<search_events::v3::Request>) -> Resul
         None => i64::MAX,
     };
     let limit = criteria.filter.limit.map_or(10, u64::from).clamp(1, 100) as i64;
-    let mut rooms = state.store.rooms_with_membership(auth.user.as_str(), "join").await?;
+    let mut rooms = services.store.rooms_with_membership(auth.user.as_str(), "join").await?;
     if let Some(only) = &criteria.filter.rooms {
         rooms.retain(|r| only.iter().any(|o| o.as_str() == r));
     }
     rooms.retain(|r| !criteria.filter.not_rooms.iter().any(|o| o.as_str() == r));
     let mut hits = Vec::new();
     for room in &rooms {
-        hits.extend(state.store.search_events(room, &term, before, limit + 1).await?);
+        hits.extend(services.store.search_events(room, &term, before, limit + 1).await?);
     }
     hits.sort_by_key(|h| std::cmp::Reverse(h.stream_ordering));
-    let mut visible = state.visible_events(&auth.user, hits).await?;
+    let mut visible = services.visible_events(&auth.user, hits).await?;
     let more = visible.len() as i64 > limit;
     visible.truncate(limit as usize);
     let opts = ClientEventOptions { viewer: &auth.user, device_id: Some(&auth.device), bundle_relations: false };
-    let events = state.client_events(&visible, opts).await?;
+    let events = services.client_events(&visible, opts).await?;
     let results: Vec<Value> = events.into_iter().map(|e| json!({ "rank": 1.0, "result": e })).collect();
     let mut room_events = json!({
         "count": results.len(),
@@ -70,7 +70,7 @@ async fn search(state: AppState, req: Ruma<search_events::v3::Request>) -> Resul
 ///
 /// The space and the rooms under it (breadth first, following `m.space.child`), among
 /// the rooms this server holds that the user has joined or could join or preview.
-async fn hierarchy(state: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Result<Json<Value>> {
+async fn hierarchy(services: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
     let b = &req.body;
     let max_depth = b.max_depth.map_or(3, u64::from).min(10);
@@ -83,7 +83,7 @@ async fn hierarchy(state: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Re
         if !seen.insert(room_id.clone()) {
             continue;
         }
-        let Some(mut summary) = state.room_preview(&room_id, Some(&auth.user)).await? else {
+        let Some(mut summary) = services.room_preview(&room_id, Some(&auth.user)).await? else {
             if depth == 0 {
                 return Err(Error::forbidden("you cannot see this space"));
             }
@@ -93,13 +93,13 @@ async fn hierarchy(state: AppState, req: Ruma<get_hierarchy::v1::Request>) -> Re
         if let Some(fields) = summary.as_object_mut() {
             fields.remove("membership");
         }
-        let current = state.store.current_state(room_id.as_str()).await?;
+        let current = services.store.current_state(room_id.as_str()).await?;
         let mut children_state = Vec::new();
         for ((t, key), id) in current.iter() {
             if t != "m.space.child" {
                 continue;
             }
-            let Some(child) = state.pdu(id).await? else { continue };
+            let Some(child) = services.pdu(id).await? else { continue };
             let content = child.content_value();
             // A child event without `via` has been removed from the space.
             if content.get("via").and_then(Value::as_array).is_none_or(|v| v.is_empty()) {

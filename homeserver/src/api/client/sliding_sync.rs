@@ -13,7 +13,8 @@ use axum::{
 use ruma::api::{Metadata, client::sync::sync_events::v5, path_builder::PathBuilder};
 use serde_json::Value;
 
-use crate::{api::Ruma, error::Error, services::AppState};
+use crate::{api::Ruma, services::AppState};
+use kairan_core::error::Error;
 
 pub fn routes(mut r: Router<AppState>) -> Router<AppState> {
     for path in <v5::Request as Metadata>::PATH_BUILDER.all_paths() {
@@ -27,24 +28,24 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The body is read here once, so that `bump_event_types` (which ruma's request type does
 /// not carry) can be taken from it, and is then parsed by the usual extractor.
-async fn sliding_sync(State(state): State<AppState>, req: Request) -> Response {
+async fn sliding_sync(State(services): State<AppState>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
-    let limit = state.config.limits.max_request_bytes;
+    let limit = services.config.limits.max_request_bytes;
     let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
         return Error::too_large(format!("request body is larger than {limit} bytes")).into_response();
     };
     let bump_event_types = bump_event_types(&bytes);
-    let req = match Ruma::<v5::Request>::from_request(Request::from_parts(parts, Body::from(bytes)), &state).await {
+    let req = match Ruma::<v5::Request>::from_request(Request::from_parts(parts, Body::from(bytes)), &services).await {
         Ok(req) => req,
         Err(e) => return e.into_response(),
     };
-    let _active = crate::metrics::metrics().sync_started("sliding");
+    let _active = kairan_core::metrics::metrics().sync_started("sliding");
     let result = async {
         let auth = req.auth()?;
-        state.note_presence(&auth.user, req.body.set_presence.as_str()).await?;
-        state.note_sync_activity(&auth.user).await;
+        services.note_presence(&auth.user, req.body.set_presence.as_str()).await?;
+        services.note_sync_activity(&auth.user).await;
         let timeout = req.body.timeout.unwrap_or_default().min(MAX_TIMEOUT);
-        state.sliding_sync(&auth.user, &auth.device, &req.body, &bump_event_types, timeout).await
+        services.sliding_sync(&auth.user, &auth.device, &req.body, &bump_event_types, timeout).await
     }
     .await;
     match result {

@@ -11,10 +11,10 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     services::AppState,
     sync::{Filter, SyncRequest, parse_to_device_since, parse_token},
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(sync).ruma(create_filter).ruma(get_filter)
@@ -24,15 +24,15 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 const MAX_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// GET /_matrix/client/v3/sync
-async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Json<Value>> {
-    let _active = crate::metrics::metrics().sync_started("sync");
+async fn sync(services: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Json<Value>> {
+    let _active = kairan_core::metrics::metrics().sync_started("sync");
     let auth = req.auth()?;
     let b = &req.body;
     let filter: Filter = match &b.filter {
         None => Filter::default(),
         Some(sync_events::v3::Filter::FilterId(id)) => {
             let n: i64 = id.parse().map_err(|_| Error::invalid_param(format!("unknown filter {id:?}")))?;
-            let json = state
+            let json = services
                 .store
                 .filter(auth.user.as_str(), n)
                 .await?
@@ -45,8 +45,8 @@ async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Js
         }
         Some(_) => Filter::default(),
     };
-    state.note_presence(&auth.user, b.set_presence.as_str()).await?;
-    state.note_sync_activity(&auth.user).await;
+    services.note_presence(&auth.user, b.set_presence.as_str()).await?;
+    services.note_sync_activity(&auth.user).await;
     let request = SyncRequest {
         user: &auth.user,
         device: &auth.device,
@@ -57,27 +57,27 @@ async fn sync(state: AppState, req: Ruma<sync_events::v3::Request>) -> Result<Js
         use_state_after: b.use_state_after,
         timeout: b.timeout.unwrap_or_default().min(MAX_TIMEOUT),
     };
-    Ok(Json(state.sync(request).await?))
+    Ok(Json(services.sync(request).await?))
 }
 
 /// POST /_matrix/client/v3/user/{userId}/filter
-async fn create_filter(state: AppState, req: Ruma<create_filter::v3::Request>) -> Result<Json<Value>> {
+async fn create_filter(services: AppState, req: Ruma<create_filter::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only create filters for yourself"));
     }
     let json = serde_json::to_string(&req.body.filter).map_err(|e| Error::bad_json(e.to_string()))?;
-    let id = state.store.put_filter(user.as_str(), &json).await?;
+    let id = services.store.put_filter(user.as_str(), &json).await?;
     Ok(Json(json!({ "filter_id": id.to_string() })))
 }
 
 /// GET /_matrix/client/v3/user/{userId}/filter/{filterId}
-async fn get_filter(state: AppState, req: Ruma<get_filter::v3::Request>) -> Result<Json<Value>> {
+async fn get_filter(services: AppState, req: Ruma<get_filter::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only read your own filters"));
     }
     let id: i64 = req.body.filter_id.parse().map_err(|_| Error::not_found("unknown filter"))?;
-    let json = state.store.filter(user.as_str(), id).await?.ok_or_else(|| Error::not_found("unknown filter"))?;
+    let json = services.store.filter(user.as_str(), id).await?.ok_or_else(|| Error::not_found("unknown filter"))?;
     Ok(Json(serde_json::from_str(&json).unwrap_or_default()))
 }

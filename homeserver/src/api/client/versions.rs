@@ -6,10 +6,10 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::Result,
     rooms::SUPPORTED_VERSIONS,
     services::AppState,
 };
+use kairan_core::error::Result;
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.route("/_matrix/client/versions", get(versions))
@@ -27,18 +27,18 @@ async fn versions() -> Json<Value> {
 }
 
 /// GET /.well-known/matrix/client
-async fn well_known(axum::extract::State(state): axum::extract::State<AppState>) -> Json<Value> {
-    Json(json!({ "m.homeserver": { "base_url": format!("http://{}", state.config.listen.client) } }))
+async fn well_known(axum::extract::State(services): axum::extract::State<AppState>) -> Json<Value> {
+    Json(json!({ "m.homeserver": { "base_url": format!("http://{}", services.config.listen.client) } }))
 }
 
 /// GET /_matrix/client/v3/capabilities
-async fn capabilities(state: AppState, _req: Ruma<get_capabilities::v3::Request>) -> Result<Json<Value>> {
+async fn capabilities(services: AppState, _req: Ruma<get_capabilities::v3::Request>) -> Result<Json<Value>> {
     let available: serde_json::Map<String, Value> =
         SUPPORTED_VERSIONS.iter().map(|v| ((*v).to_owned(), Value::from("stable"))).collect();
     Ok(Json(json!({
         "capabilities": {
             "m.change_password": { "enabled": true },
-            "m.room_versions": { "default": state.config.rooms.default_version, "available": available },
+            "m.room_versions": { "default": services.config.rooms.default_version, "available": available },
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },

@@ -9,28 +9,28 @@ use serde_json::Value;
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::Result,
     services::AppState,
 };
+use kairan_core::error::Result;
 
 pub fn routes() -> Router<AppState> {
     Router::new().ruma(devices).ruma(query).ruma(claim)
 }
 
 /// GET /_matrix/federation/v1/user/devices/{userId}
-async fn devices(state: AppState, req: Ruma<get_devices::v1::Request>) -> Result<Json<Value>> {
+async fn devices(services: AppState, req: Ruma<get_devices::v1::Request>) -> Result<Json<Value>> {
     req.origin()?;
-    Ok(Json(state.devices_for_server(&req.body.user_id).await?))
+    Ok(Json(services.devices_for_server(&req.body.user_id).await?))
 }
 
 /// POST /_matrix/federation/v1/user/keys/query
-async fn query(state: AppState, req: Ruma<get_keys::v1::Request>) -> Result<Json<Value>> {
+async fn query(services: AppState, req: Ruma<get_keys::v1::Request>) -> Result<Json<Value>> {
     req.origin()?;
-    Ok(Json(state.keys_for_server(&req.body.device_keys).await?))
+    Ok(Json(services.keys_for_server(&req.body.device_keys).await?))
 }
 
 /// POST /_matrix/federation/v1/user/keys/claim
-async fn claim(state: AppState, req: Ruma<claim_keys::v1::Request>) -> Result<Json<Value>> {
+async fn claim(services: AppState, req: Ruma<claim_keys::v1::Request>) -> Result<Json<Value>> {
     req.origin()?;
-    Ok(Json(state.claim_for_server(&req.body.one_time_keys).await?))
+    Ok(Json(services.claim_for_server(&req.body.one_time_keys).await?))
 }

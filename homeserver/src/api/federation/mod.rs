@@ -3,17 +3,17 @@
 
 mod devices;
 mod events;
-mod keys;
 mod membership;
 mod query;
 mod send;
+mod server_keys;
 
 use axum::Router;
 
 use crate::services::AppState;
 
 pub fn routes() -> Router<AppState> {
-    keys::routes()
+    server_keys::routes()
         .merge(events::routes())
         .merge(devices::routes())
         .merge(query::routes())

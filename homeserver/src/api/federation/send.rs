@@ -6,16 +6,16 @@ use serde_json::Value;
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::Result,
     services::AppState,
 };
+use kairan_core::error::Result;
 
 pub fn routes() -> Router<AppState> {
     Router::new().ruma(send_transaction)
 }
 
 /// PUT /_matrix/federation/v1/send/{txnId}
-async fn send_transaction(state: AppState, req: Ruma<send_transaction_message::v1::Request>) -> Result<Json<Value>> {
+async fn send_transaction(services: AppState, req: Ruma<send_transaction_message::v1::Request>) -> Result<Json<Value>> {
     let origin = req.origin()?.to_owned();
-    Ok(Json(state.receive_transaction(&origin, req.body).await?))
+    Ok(Json(services.receive_transaction(&origin, req.body).await?))
 }

@@ -12,10 +12,8 @@ use std::{
 use ruma::{EventId, OwnedEventId, events::StateEventType, room_version_rules::RoomVersionRules, state_res};
 
 use super::{Pdu, StateMap};
-use crate::{
-    error::{Error, Result},
-    services::Services,
-};
+use crate::services::Services;
+use kairan_core::error::{Error, Result};
 
 impl Services {
     /// The state of a room where several states meet (the states after each prev event

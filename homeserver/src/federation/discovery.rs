@@ -296,7 +296,7 @@ mod tests {
     }
 
     fn federation(ca: &std::path::Path, well_known_port: u16) -> Federation {
-        let mut config = crate::config::Config::default();
+        let mut config = kairan_core::config::Config::default();
         config.federation.ca_bundle = ca.to_owned();
         let mut fed = Federation::new(&config).unwrap();
         fed.well_known_port = well_known_port;
@@ -349,7 +349,7 @@ mod tests {
 
     #[tokio::test]
     async fn overrides_ip_literals_and_ports_need_no_lookup() {
-        let mut config = crate::config::Config::default();
+        let mut config = kairan_core::config::Config::default();
         config.federation.host_overrides.insert("Pref.Example".into(), "10.0.0.5:8450".into());
         let mut fed = Federation::new(&config).unwrap();
         fed.dns = None;

@@ -14,9 +14,9 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, RumaResponse, ruma_io::RouterExt},
-    error::{Error, Result},
     services::AppState,
 };
+use kairan_core::error::{Error, Result};
 
 /// The most servers one notary query may name: each may cost a fetch.
 const MAX_NOTARY_SERVERS: usize = 100;
@@ -34,8 +34,8 @@ pub fn routes() -> Router<AppState> {
 ///
 /// The current verify key and the old ones from `federation.old_verify_keys`, signed with
 /// the current key, valid for a week.
-async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>> {
-    let doc = state.own_key_document()?;
+async fn server_keys(State(services): State<AppState>) -> Result<Json<Value>> {
+    let doc = services.own_key_document()?;
     Ok(Json(serde_json::to_value(doc).map_err(|e| Error::internal("server keys", e))?))
 }
 
@@ -44,7 +44,7 @@ async fn server_keys(State(state): State<AppState>) -> Result<Json<Value>> {
 /// The key documents of the servers named, each with the origin's signature and this
 /// server's. A server nothing is known about is left out, as the spec says.
 async fn query_batch(
-    state: AppState,
+    services: AppState,
     req: Ruma<get_remote_server_keys_batch::v2::Request>,
 ) -> Result<RumaResponse<get_remote_server_keys_batch::v2::Response>> {
     if req.body.server_keys.len() > MAX_NOTARY_SERVERS {
@@ -57,7 +57,7 @@ async fn query_batch(
             .filter_map(|c| c.minimum_valid_until_ts)
             .max()
             .unwrap_or_else(MilliSecondsSinceUnixEpoch::now);
-        if let Some(doc) = state.notary_key_document(server, i64::from(minimum.get())).await? {
+        if let Some(doc) = services.notary_key_document(server, i64::from(minimum.get())).await? {
             out.push(raw(doc)?);
         }
     }
@@ -66,11 +66,11 @@ async fn query_batch(
 
 /// GET /_matrix/key/v2/query/{serverName}
 async fn query_one(
-    state: AppState,
+    services: AppState,
     req: Ruma<get_remote_server_keys::v2::Request>,
 ) -> Result<RumaResponse<get_remote_server_keys::v2::Response>> {
     let minimum = i64::from(req.body.minimum_valid_until_ts.get());
-    let docs = match state.notary_key_document(&req.body.server_name, minimum).await? {
+    let docs = match services.notary_key_document(&req.body.server_name, minimum).await? {
         Some(doc) => vec![raw(doc)?],
         None => Vec::new(),
     };

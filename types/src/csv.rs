@@ -1,5 +1,6 @@
 //! Reading the account CSV (RFC 4180: quoted fields, doubled quotes, CRLF or LF, a UTF-8
-//! byte order mark), keeping the line each record starts on for error reports.
+//! byte order mark), keeping the line each record starts on for error reports. The CLI
+//! reads a file with it before sending rows; the admin API reads an uploaded CSV with it.
 
 /// One record and the line (from 1) it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,5 +87,10 @@ mod tests {
         assert_eq!(rows[3].line, 6);
         assert_eq!(parse("a,\"b\n").unwrap_err().0, 1);
         assert_eq!(parse("ok\nx\"y\n").unwrap_err().0, 2);
+        assert!(parse("a,\"b,c\n").is_err());
+        assert_eq!(parse("a,b\"c,d\n").unwrap_err().0, 1);
+        assert_eq!(parse("a,\"b\"c\n").unwrap_err().1, "text after a closing quote");
+        assert!(parse("").unwrap().is_empty());
+        assert!(parse("\u{feff}user,name,dept\n").is_ok_and(|r| is_header(&r[0])));
     }
 }

@@ -1,9 +1,16 @@
-//! Dates of the admin API: months, days and times in the configured UTC offset
-//! (`admin.utc_offset`), without a calendar library (proleptic Gregorian arithmetic).
+//! Time: the clock, and the dates of the admin API (months, days and instants in the
+//! configured UTC offset, `admin.utc_offset`) on chrono's calendar.
+
+use chrono::{DateTime, Datelike as _, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZone as _};
 
 const DAY_MS: i64 = 86_400_000;
 
-/// `"+09:00"`, `"-03:30"`, `"Z"` → seconds east of UTC.
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// `"+09:00"`, `"+9"`, `"Z"` → seconds east of UTC (at most 14 hours, as ISO 8601 zones go).
 pub fn parse_utc_offset(s: &str) -> Option<i64> {
     let s = s.trim();
     if s == "Z" || s == "z" {
@@ -25,38 +32,20 @@ pub fn parse_utc_offset(s: &str) -> Option<i64> {
     Some(sign * (h * 3600 + m * 60))
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// The zone of an offset in seconds (valid offsets come from [`parse_utc_offset`]; anything
+/// else falls back to UTC rather than panicking).
+fn zone(offset_s: i64) -> FixedOffset {
+    i32::try_from(offset_s).ok().and_then(FixedOffset::east_opt).unwrap_or(FixedOffset::east_opt(0).expect("UTC"))
 }
 
-/// The civil date of a day number.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// An instant in a zone; out of chrono's range (±262,000 years) clamps to the epoch.
+fn local(ms: i64, offset_s: i64) -> DateTime<FixedOffset> {
+    zone(offset_s).timestamp_millis_opt(ms).single().unwrap_or_else(|| zone(offset_s).timestamp_millis_opt(0).unwrap())
 }
 
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        _ if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        _ => 28,
-    }
+/// The first instant of a local date, in milliseconds since the epoch.
+fn start_of(date: NaiveDate, offset_s: i64) -> i64 {
+    date.and_time(NaiveTime::MIN).and_utc().timestamp_millis() - offset_s * 1000
 }
 
 /// A calendar month.
@@ -92,7 +81,8 @@ impl Month {
 
     /// Milliseconds since the epoch at the start of the month, in the given offset.
     pub fn start_ms(self, offset_s: i64) -> i64 {
-        days_from_civil(self.year, self.month, 1) * DAY_MS - offset_s * 1000
+        let first = i32::try_from(self.year).ok().and_then(|y| NaiveDate::from_ymd_opt(y, self.month, 1));
+        first.map_or(0, |d| start_of(d, offset_s))
     }
 
     /// `[start, end)` in milliseconds.
@@ -102,8 +92,8 @@ impl Month {
 
     /// The month containing an instant, in the given offset.
     pub fn of_ms(ms: i64, offset_s: i64) -> Self {
-        let (year, month, _) = civil_from_days((ms + offset_s * 1000).div_euclid(DAY_MS));
-        Self { year, month }
+        let d = local(ms, offset_s);
+        Self { year: i64::from(d.year()), month: d.month() }
     }
 }
 
@@ -115,25 +105,12 @@ impl std::fmt::Display for Month {
 
 /// The local date (`YYYY-MM-DD`) of an instant.
 pub fn day_of_ms(ms: i64, offset_s: i64) -> String {
-    let (y, m, d) = civil_from_days((ms + offset_s * 1000).div_euclid(DAY_MS));
-    format!("{y:04}-{m:02}-{d:02}")
+    local(ms, offset_s).format("%Y-%m-%d").to_string()
 }
 
 /// `2026-11-05T09:30:00+09:00` for an instant.
 pub fn format_ms(ms: i64, offset_s: i64) -> String {
-    let local = ms + offset_s * 1000;
-    let (y, m, d) = civil_from_days(local.div_euclid(DAY_MS));
-    let secs = local.rem_euclid(DAY_MS) / 1000;
-    let sign = if offset_s < 0 { '-' } else { '+' };
-    let off = offset_s.abs();
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60,
-        off / 3600,
-        off / 60 % 60
-    )
+    local(ms, offset_s).format("%Y-%m-%dT%H:%M:%S%:z").to_string()
 }
 
 /// Which end of a date-only value a time stands for.
@@ -157,19 +134,15 @@ pub fn parse_instant(s: &str, offset_s: i64, edge: DayEdge) -> Option<i64> {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
-    let mut parts = date.split('-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+    // Four-digit years and two-digit months and days only: chrono alone would take `2026-1-5`.
+    let bytes = date.as_bytes();
+    if bytes.len() != 10 || bytes[4] != b'-' || bytes[7] != b'-' {
         return None;
     }
-    let (y, m, d): (i64, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
-    if !(1..=12).contains(&m) || d == 0 || d > days_in_month(y, m) {
-        return None;
-    }
-    let day_ms = days_from_civil(y, m, d) * DAY_MS;
+    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
     let Some(time) = time else {
         let extra = if edge == DayEdge::End { DAY_MS } else { 0 };
-        return Some(day_ms + extra - offset_s * 1000);
+        return Some(start_of(day, offset_s) + extra);
     };
     let (clock, zone) = if let Some(c) = time.strip_suffix(['Z', 'z']) {
         (c, 0)
@@ -178,33 +151,14 @@ pub fn parse_instant(s: &str, offset_s: i64, edge: DayEdge) -> Option<i64> {
     } else {
         (time, offset_s)
     };
-    let mut hms = clock.split(':');
-    let h: i64 = hms.next()?.parse().ok()?;
-    let mi: i64 = hms.next()?.parse().ok()?;
-    let sec: i64 = match hms.next() {
-        Some(x) => x.parse().ok()?,
-        None => 0,
-    };
-    if hms.next().is_some() || h > 23 || mi > 59 || sec > 59 {
-        return None;
-    }
-    Some(day_ms + (h * 3600 + mi * 60 + sec) * 1000 - zone * 1000)
+    let clock =
+        NaiveTime::parse_from_str(clock, "%H:%M:%S").or_else(|_| NaiveTime::parse_from_str(clock, "%H:%M")).ok()?;
+    Some(NaiveDateTime::new(day, clock).and_utc().timestamp_millis() - zone * 1000)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn civil_round_trip() {
-        assert_eq!(days_from_civil(1970, 1, 1), 0);
-        assert_eq!(days_from_civil(2000, 3, 1), 11017);
-        for z in [-800_000, -1, 0, 1, 10_957, 20_000, 60_000] {
-            let (y, m, d) = civil_from_days(z);
-            assert_eq!(days_from_civil(y, m, d), z);
-        }
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
-    }
 
     #[test]
     fn months_in_an_offset() {

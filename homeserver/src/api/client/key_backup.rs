@@ -11,9 +11,9 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    error::{Error, Result},
     services::AppState,
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(create_version)
@@ -38,62 +38,65 @@ fn sessions(rows: impl IntoIterator<Item = (String, Value)>) -> Value {
 }
 
 /// POST /_matrix/client/v3/room_keys/version
-async fn create_version(state: AppState, req: Ruma<create_backup_version::v3::Request>) -> Result<Json<Value>> {
-    let version = state.create_backup_version(req.user()?, req.body.algorithm.json()).await?;
+async fn create_version(services: AppState, req: Ruma<create_backup_version::v3::Request>) -> Result<Json<Value>> {
+    let version = services.e2ee().create_backup_version(req.user()?, req.body.algorithm.json()).await?;
     Ok(Json(json!({ "version": version })))
 }
 
 /// GET /_matrix/client/v3/room_keys/version
-async fn latest_version(state: AppState, req: Ruma<get_latest_backup_info::v3::Request>) -> Result<Json<Value>> {
-    Ok(Json(state.backup_info(req.user()?, None).await?))
+async fn latest_version(services: AppState, req: Ruma<get_latest_backup_info::v3::Request>) -> Result<Json<Value>> {
+    Ok(Json(services.e2ee().backup_info(req.user()?, None).await?))
 }
 
 /// GET /_matrix/client/v3/room_keys/version/{version}
-async fn get_version(state: AppState, req: Ruma<get_backup_info::v3::Request>) -> Result<Json<Value>> {
-    Ok(Json(state.backup_info(req.user()?, Some(&req.body.version)).await?))
+async fn get_version(services: AppState, req: Ruma<get_backup_info::v3::Request>) -> Result<Json<Value>> {
+    Ok(Json(services.e2ee().backup_info(req.user()?, Some(&req.body.version)).await?))
 }
 
 /// PUT /_matrix/client/v3/room_keys/version/{version}
-async fn update_version(state: AppState, req: Ruma<update_backup_version::v3::Request>) -> Result<Json<Value>> {
-    state.update_backup_version(req.user()?, &req.body.version, req.body.algorithm.json()).await?;
+async fn update_version(services: AppState, req: Ruma<update_backup_version::v3::Request>) -> Result<Json<Value>> {
+    services.e2ee().update_backup_version(req.user()?, &req.body.version, req.body.algorithm.json()).await?;
     Ok(Json(json!({})))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/version/{version}
-async fn delete_version(state: AppState, req: Ruma<delete_backup_version::v3::Request>) -> Result<Json<Value>> {
-    state.delete_backup_version(req.user()?, &req.body.version).await?;
+async fn delete_version(services: AppState, req: Ruma<delete_backup_version::v3::Request>) -> Result<Json<Value>> {
+    services.e2ee().delete_backup_version(req.user()?, &req.body.version).await?;
     Ok(Json(json!({})))
 }
 
 /// PUT /_matrix/client/v3/room_keys/keys
-async fn put_keys(state: AppState, req: Ruma<add_backup_keys::v3::Request>) -> Result<Json<Value>> {
+async fn put_keys(services: AppState, req: Ruma<add_backup_keys::v3::Request>) -> Result<Json<Value>> {
     let keys: Vec<_> = req
         .body
         .rooms
         .iter()
         .flat_map(|(room, backup)| backup.sessions.iter().map(move |(s, d)| (room.to_string(), s.clone(), d.json())))
         .collect();
-    Ok(Json(state.put_room_keys(req.user()?, &req.body.version, &keys).await?))
+    Ok(Json(services.e2ee().put_room_keys(req.user()?, &req.body.version, &keys).await?))
 }
 
 /// PUT /_matrix/client/v3/room_keys/keys/{roomId}
-async fn put_room_keys(state: AppState, req: Ruma<add_backup_keys_for_room::v3::Request>) -> Result<Json<Value>> {
+async fn put_room_keys(services: AppState, req: Ruma<add_backup_keys_for_room::v3::Request>) -> Result<Json<Value>> {
     let b = &req.body;
     let keys: Vec<_> = b.sessions.iter().map(|(s, d)| (b.room_id.to_string(), s.clone(), d.json())).collect();
-    Ok(Json(state.put_room_keys(req.user()?, &b.version, &keys).await?))
+    Ok(Json(services.e2ee().put_room_keys(req.user()?, &b.version, &keys).await?))
 }
 
 /// PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
-async fn put_session_key(state: AppState, req: Ruma<add_backup_keys_for_session::v3::Request>) -> Result<Json<Value>> {
+async fn put_session_key(
+    services: AppState,
+    req: Ruma<add_backup_keys_for_session::v3::Request>,
+) -> Result<Json<Value>> {
     let b = &req.body;
     let keys = [(b.room_id.to_string(), b.session_id.clone(), b.session_data.json())];
-    Ok(Json(state.put_room_keys(req.user()?, &b.version, &keys).await?))
+    Ok(Json(services.e2ee().put_room_keys(req.user()?, &b.version, &keys).await?))
 }
 
 /// GET /_matrix/client/v3/room_keys/keys
-async fn get_keys(state: AppState, req: Ruma<get_backup_keys::v3::Request>) -> Result<Json<Value>> {
+async fn get_keys(services: AppState, req: Ruma<get_backup_keys::v3::Request>) -> Result<Json<Value>> {
     let mut rooms: Map<String, Value> = Map::new();
-    for (room, session, data) in state.room_keys(req.user()?, &req.body.version, None, None).await? {
+    for (room, session, data) in services.e2ee().room_keys(req.user()?, &req.body.version, None, None).await? {
         let entry = rooms.entry(room).or_insert_with(|| json!({ "sessions": {} }));
         entry["sessions"][session] = data;
     }
@@ -101,36 +104,48 @@ async fn get_keys(state: AppState, req: Ruma<get_backup_keys::v3::Request>) -> R
 }
 
 /// GET /_matrix/client/v3/room_keys/keys/{roomId}
-async fn get_room_keys(state: AppState, req: Ruma<get_backup_keys_for_room::v3::Request>) -> Result<Json<Value>> {
+async fn get_room_keys(services: AppState, req: Ruma<get_backup_keys_for_room::v3::Request>) -> Result<Json<Value>> {
     let b = &req.body;
-    let rows = state.room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), None).await?;
+    let rows = services.e2ee().room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), None).await?;
     Ok(Json(sessions(rows.into_iter().map(|(_, s, d)| (s, d)))))
 }
 
 /// GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
-async fn get_session_key(state: AppState, req: Ruma<get_backup_keys_for_session::v3::Request>) -> Result<Json<Value>> {
+async fn get_session_key(
+    services: AppState,
+    req: Ruma<get_backup_keys_for_session::v3::Request>,
+) -> Result<Json<Value>> {
     let b = &req.body;
-    let rows = state.room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), Some(&b.session_id)).await?;
+    let rows =
+        services.e2ee().room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), Some(&b.session_id)).await?;
     let (_, _, data) = rows.into_iter().next().ok_or_else(|| Error::not_found("no key backed up for this session"))?;
     Ok(Json(data))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/keys
-async fn delete_keys(state: AppState, req: Ruma<delete_backup_keys::v3::Request>) -> Result<Json<Value>> {
-    Ok(Json(state.delete_room_keys(req.user()?, &req.body.version, None, None).await?))
+async fn delete_keys(services: AppState, req: Ruma<delete_backup_keys::v3::Request>) -> Result<Json<Value>> {
+    Ok(Json(services.e2ee().delete_room_keys(req.user()?, &req.body.version, None, None).await?))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/keys/{roomId}
-async fn delete_room_keys(state: AppState, req: Ruma<delete_backup_keys_for_room::v3::Request>) -> Result<Json<Value>> {
+async fn delete_room_keys(
+    services: AppState,
+    req: Ruma<delete_backup_keys_for_room::v3::Request>,
+) -> Result<Json<Value>> {
     let b = &req.body;
-    Ok(Json(state.delete_room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), None).await?))
+    Ok(Json(services.e2ee().delete_room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), None).await?))
 }
 
 /// DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}
 async fn delete_session_key(
-    state: AppState,
+    services: AppState,
     req: Ruma<delete_backup_keys_for_session::v3::Request>,
 ) -> Result<Json<Value>> {
     let b = &req.body;
-    Ok(Json(state.delete_room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), Some(&b.session_id)).await?))
+    Ok(Json(
+        services
+            .e2ee()
+            .delete_room_keys(req.user()?, &b.version, Some(b.room_id.as_str()), Some(&b.session_id))
+            .await?,
+    ))
 }

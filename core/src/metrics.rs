@@ -1,4 +1,5 @@
-//! Prometheus metrics, served on their own listener (`listen.metrics`, `GET /metrics`).
+//! Prometheus metrics: the registry. The homeserver serves it on its own listener
+//! (`listen.metrics`, `GET /metrics`, in `api/metrics.rs`).
 //!
 //! Counters and histograms are updated where the work happens (a tower middleware on the
 //! router, `persist_pdu`, the federation sender, the sync handlers); what the database
@@ -11,19 +12,9 @@
 //! process runs one homeserver, and code deep in the services can count without being
 //! handed a handle.
 
-use std::{
-    sync::LazyLock,
-    time::{Duration, Instant},
-};
+use std::{sync::LazyLock, time::Duration};
 
-use axum::{
-    Router,
-    extract::{Request, State},
-    http::{HeaderValue, StatusCode, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
-    routing::get,
-};
+use http::StatusCode;
 use prometheus_client::{
     encoding::{EncodeLabelSet, EncodeLabelValue},
     metrics::{
@@ -34,8 +25,6 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-
-use crate::services::AppState;
 
 /// The endpoint group of a request, from its path prefix.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -269,7 +258,7 @@ impl Metrics {
         ActiveSync(gauge)
     }
 
-    fn observe_request(&self, group: Group, status: StatusCode, took: Duration) {
+    pub fn observe_request(&self, group: Group, status: StatusCode, took: Duration) {
         let class = match status.as_u16() {
             100..=199 => "1xx",
             200..=299 => "2xx",
@@ -281,37 +270,48 @@ impl Metrics {
         self.latency.get_or_create(&GroupLabels { group }).observe(took.as_secs_f64());
     }
 
-    /// Reads what the database knows into the scrape-time gauges. A failing query sets
-    /// `database_up` to 0 and leaves the other metrics as they are.
-    async fn refresh(&self, state: &AppState) {
-        let (size, idle, max) = state.store.pool_stats();
-        self.db_pool_size.set(i64::from(size));
-        self.db_pool_idle.set(i64::try_from(idle).unwrap_or(i64::MAX));
-        self.db_pool_max.set(i64::from(max));
-        let (depths, bytes) = match tokio::try_join!(state.store.queue_depths(), state.store.media_bytes_stored()) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics: the database did not answer");
-                self.db_up.set(0);
-                return;
-            }
+    /// The database's figures into the scrape-time gauges: `figures` is `None` when the
+    /// database did not answer, which sets `database_up` to 0 and leaves the rest as it was.
+    pub fn set_database(&self, pool: PoolStats, figures: Option<DatabaseFigures>) {
+        self.db_pool_size.set(i64::from(pool.size));
+        self.db_pool_idle.set(i64::try_from(pool.idle).unwrap_or(i64::MAX));
+        self.db_pool_max.set(i64::from(pool.max));
+        let Some(figures) = figures else {
+            self.db_up.set(0);
+            return;
         };
         self.db_up.set(1);
-        self.media_bytes.set(bytes);
+        self.media_bytes.set(figures.media_bytes);
         // Destinations whose queue emptied disappear rather than linger at their last value.
         self.federation_queue.clear();
-        for (destination, depth) in depths {
+        for (destination, depth) in figures.queue_depths {
             self.federation_queue.get_or_create(&DestinationLabels { destination }).set(depth);
         }
     }
 
     /// The OpenMetrics text exposition of every metric.
-    fn encode(&self) -> String {
+    pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// The connection pool's use, read at scrape time.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStats {
+    pub size: u32,
+    pub idle: usize,
+    pub max: u32,
+}
+
+/// What the database knows better than the process, read at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct DatabaseFigures {
+    /// Events waiting in the federation queue, per destination.
+    pub queue_depths: std::collections::BTreeMap<String, i64>,
+    pub media_bytes: i64,
 }
 
 /// The process's metrics.
@@ -327,28 +327,6 @@ impl Drop for ActiveSync {
     fn drop(&mut self) {
         self.0.dec();
     }
-}
-
-/// Middleware on the application router: counts every request and times it, by group.
-pub async fn track_request(req: Request, next: Next) -> Response {
-    let group = Group::of(req.uri().path());
-    let started = Instant::now();
-    let response = next.run(req).await;
-    metrics().observe_request(group, response.status(), started.elapsed());
-    response
-}
-
-/// The metrics listener's application: `GET /metrics` and nothing else.
-pub fn router(state: AppState) -> Router {
-    Router::new().route("/metrics", get(scrape)).with_state(state)
-}
-
-/// GET /metrics
-async fn scrape(State(state): State<AppState>) -> Response {
-    let m = metrics();
-    m.refresh(&state).await;
-    let content_type = HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8");
-    ([(header::CONTENT_TYPE, content_type)], m.encode()).into_response()
 }
 
 #[cfg(test)]

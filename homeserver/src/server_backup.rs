@@ -25,7 +25,7 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection as _, Executor as _};
 
-use crate::config::Config;
+use kairan_core::config::Config;
 
 /// The manifest's file name inside a backup directory.
 pub const MANIFEST: &str = "manifest.json";

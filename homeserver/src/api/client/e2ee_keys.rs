@@ -10,47 +10,48 @@ use serde_json::{Value, json};
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
     e2ee::CrossSigningUpload,
-    error::{Error, Result},
     services::AppState,
     sync::parse_token,
 };
+use kairan_core::error::{Error, Result};
 
 pub fn routes(r: Router<AppState>) -> Router<AppState> {
     r.ruma(upload).ruma(query).ruma(claim).ruma(changes).ruma(upload_signing).ruma(upload_signatures)
 }
 
 /// POST /_matrix/client/v3/keys/upload
-async fn upload(state: AppState, req: Ruma<upload_keys::v3::Request>) -> Result<Json<Value>> {
+async fn upload(services: AppState, req: Ruma<upload_keys::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
     let b = &req.body;
     let device_keys = b.device_keys.as_ref().map(|k| k.json());
-    let counts = state.upload_keys(&auth.user, &auth.device, device_keys, &b.one_time_keys, &b.fallback_keys).await?;
+    let counts =
+        services.e2ee().upload_keys(&auth.user, &auth.device, device_keys, &b.one_time_keys, &b.fallback_keys).await?;
     Ok(Json(json!({ "one_time_key_counts": counts })))
 }
 
 /// POST /_matrix/client/v3/keys/query
-async fn query(state: AppState, req: Ruma<get_keys::v3::Request>) -> Result<Json<Value>> {
+async fn query(services: AppState, req: Ruma<get_keys::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    Ok(Json(state.query_keys(user, &req.body.device_keys).await?))
+    Ok(Json(services.e2ee().query_keys(user, &req.body.device_keys).await?))
 }
 
 /// POST /_matrix/client/v3/keys/claim
-async fn claim(state: AppState, req: Ruma<claim_keys::v3::Request>) -> Result<Json<Value>> {
+async fn claim(services: AppState, req: Ruma<claim_keys::v3::Request>) -> Result<Json<Value>> {
     req.auth()?;
-    Ok(Json(state.claim_keys(&req.body.one_time_keys).await?))
+    Ok(Json(services.e2ee().claim_keys(&req.body.one_time_keys).await?))
 }
 
 /// GET /_matrix/client/v3/keys/changes
-async fn changes(state: AppState, req: Ruma<get_key_changes::v3::Request>) -> Result<Json<Value>> {
+async fn changes(services: AppState, req: Ruma<get_key_changes::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
     let from = parse_token(&req.body.from)?.stream;
-    let to = parse_token(&req.body.to)?.stream.min(state.notifier.current().stream);
-    let (changed, left) = state.device_list_changes(user, from, to).await?;
+    let to = parse_token(&req.body.to)?.stream.min(services.notifier.current().stream);
+    let (changed, left) = services.e2ee().device_list_changes(user, from, to).await?;
     Ok(Json(json!({ "changed": changed, "left": left })))
 }
 
 /// POST /_matrix/client/v3/keys/device_signing/upload
-async fn upload_signing(state: AppState, req: Ruma<upload_signing_keys::v3::Request>) -> Result<Json<Value>> {
+async fn upload_signing(services: AppState, req: Ruma<upload_signing_keys::v3::Request>) -> Result<Json<Value>> {
     let auth = req.auth()?;
     let b = &req.body;
     let parse = |raw: &Option<ruma::serde::Raw<_>>, what: &str| -> Result<Option<Value>> {
@@ -65,15 +66,15 @@ async fn upload_signing(state: AppState, req: Ruma<upload_signing_keys::v3::Requ
         self_signing: parse(&b.self_signing_key, "self_signing_key")?,
         user_signing: parse(&b.user_signing_key, "user_signing_key")?,
     };
-    if state.cross_signing_upload_needs_auth(&auth.user, &upload).await? {
-        state.require_password(&auth.user, b.auth.as_ref()).await?;
+    if services.e2ee().cross_signing_upload_needs_auth(&auth.user, &upload).await? {
+        services.require_password(&auth.user, b.auth.as_ref()).await?;
     }
-    state.upload_cross_signing_keys(&auth.user, &upload).await?;
+    services.e2ee().upload_cross_signing_keys(&auth.user, &upload).await?;
     Ok(Json(json!({})))
 }
 
 /// POST /_matrix/client/v3/keys/signatures/upload
-async fn upload_signatures(state: AppState, req: Ruma<upload_signatures::v3::Request>) -> Result<Json<Value>> {
+async fn upload_signatures(services: AppState, req: Ruma<upload_signatures::v3::Request>) -> Result<Json<Value>> {
     let user = req.user()?;
-    Ok(Json(state.upload_signatures(user, &req.body.signed_keys).await?))
+    Ok(Json(services.e2ee().upload_signatures(user, &req.body.signed_keys).await?))
 }
