@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::{
     archive::{Archive, TreeHead},
-    daemon::attachment_path,
+    attachments::attachment_path,
     package::{HeadFile, PACKAGE_README, PACKAGE_README_EXPORT, ProvenRecord, write_manifest},
     record::{Record, kind},
     retention::format_jst,

@@ -3,7 +3,8 @@
 //! a recorded decision, and exported for disclosure requests with the non-disclosable
 //! parts masked.
 //!
-//! - [`daemon`]: the Matrix client that archives (`kairan-bridge run`);
+//! - [`daemon`]: the Matrix client that archives (`kairan-bridge run`); [`policy`]: which
+//!   room policy events it trusts; [`attachments`]: the folder of attached files;
 //! - [`archive`]: the append-only store (SQLite or PostgreSQL) and its signed tree heads;
 //! - [`merkle`]: RFC 6962 hashing and proofs; [`record`]: what a leaf commits to;
 //! - [`verify`]: recomputes everything; [`office`]: holds, disposal, transfer;
@@ -11,6 +12,7 @@
 //! - [`metrics`]: what `run` serves to Prometheus on `metrics_listen`.
 
 pub mod archive;
+pub mod attachments;
 pub mod config;
 pub mod daemon;
 pub mod export;
@@ -19,6 +21,7 @@ pub mod merkle;
 pub mod metrics;
 pub mod office;
 pub mod package;
+pub mod policy;
 pub mod record;
 pub mod retention;
 pub mod verify;

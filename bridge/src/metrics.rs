@@ -321,7 +321,7 @@ impl Metrics {
     }
 }
 
-/// Bytes of the files at `<dir>/<xx>/<sha256>` (the layout of `store_attachment`); the
+/// Bytes of the files at `<dir>/<xx>/<sha256>` (the layout of [`crate::attachments`]); the
 /// temporary files of a write in progress (`.<sha>.<pid>`) are not counted.
 fn folder_bytes(dir: &Path) -> i64 {
     let mut total = 0i64;

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::{
     archive::{Archive, TreeHead},
-    daemon::attachment_path,
+    attachments::attachment_path,
     package::{HeadFile, PACKAGE_README, ProvenRecord, write_manifest},
     record::{NewRecord, Record, kind},
     retention::{day_start_ms, now_ms, rfc3339_jst},

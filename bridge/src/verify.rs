@@ -272,7 +272,7 @@ fn check_attachment(c: &mut Collector, r: &Record, payload: &[u8], dir: &Path) {
         c.record(r, "attachment record without sha256".into());
         return;
     };
-    let path = crate::daemon::attachment_path(dir, sha);
+    let path = crate::attachments::attachment_path(dir, sha);
     match std::fs::read(&path) {
         Ok(bytes) => {
             if crate::record::sha256_hex(&bytes) != sha {

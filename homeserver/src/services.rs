@@ -30,7 +30,7 @@ pub struct Services {
     /// The per-destination senders of the federation queue.
     pub senders: crate::federation::queue::Senders,
     /// Transactions from other servers being processed now.
-    pub inbound_txns: crate::federation::queue::InboundTransactions,
+    pub inbound_txns: crate::federation::inbound::InboundTransactions,
     /// This value itself, for work that outlives the call that starts it.
     me: std::sync::OnceLock<std::sync::Weak<Services>>,
 }

@@ -51,8 +51,6 @@ use kairan_core::error::{Error, Result};
 const SCHEME: &str = "matrix-federation";
 /// How long opening a connection (TCP and TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a whole request may take, answer included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// The largest answer read from another server (a room's state can be large).
 const MAX_RESPONSE_BYTES: usize = 100 * 1024 * 1024;
 
@@ -181,7 +179,7 @@ impl Services {
             + Debug
             + Send,
     {
-        self.send_federation_request_with_timeout(destination, request, REQUEST_TIMEOUT).await
+        self.send_federation_request_with_timeout(destination, request, super::REQUEST_TIMEOUT).await
     }
 
     /// [`send_federation_request`](Self::send_federation_request) with another time limit,

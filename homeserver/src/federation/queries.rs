@@ -1,12 +1,7 @@
-//! Room aliases and profiles across servers: answering other servers' `query/directory`
-//! and `query/profile` for what is local, and asking the owning server for what is not.
+//! Room aliases across servers: answering other servers' `query/directory` for what is
+//! local, and asking the owning server for what is not. (Profiles: accounts/profile.rs.)
 
-use ruma::{
-    OwnedRoomId, OwnedServerName, RoomAliasId, UserId,
-    api::federation::query::{get_profile_information, get_room_information},
-    profile::ProfileFieldName,
-};
-use serde_json::{Map, Value};
+use ruma::{OwnedRoomId, OwnedServerName, RoomAliasId, api::federation::query::get_room_information};
 
 use crate::services::Services;
 use kairan_core::error::{Error, Result};
@@ -43,37 +38,5 @@ impl Services {
             servers.push(server.to_owned());
         }
         Ok((res.room_id, servers))
-    }
-
-    /// The public profile of a local user (`displayname`, `avatar_url`), or only `field`
-    /// of it. `M_NOT_FOUND` for a user this server does not have.
-    pub async fn local_profile(&self, user: &UserId, field: Option<&str>) -> Result<Map<String, Value>> {
-        let u = match self.is_local(user) {
-            true => self.store.user(user.as_str()).await?,
-            false => None,
-        };
-        let u = u.ok_or_else(|| Error::not_found(format!("user {user} not found")))?;
-        let mut out = Map::new();
-        for (name, value) in [("displayname", u.displayname), ("avatar_url", u.avatar_url)] {
-            if let Some(v) = value
-                && field.is_none_or(|f| f == name)
-            {
-                out.insert(name.to_owned(), v.into());
-            }
-        }
-        Ok(out)
-    }
-
-    /// The profile of any user: local from the database, remote from `query/profile`
-    /// on their server.
-    pub async fn profile(&self, user: &UserId, field: Option<&str>) -> Result<Map<String, Value>> {
-        if self.is_local(user) {
-            return self.local_profile(user, field).await;
-        }
-        let server = user.server_name();
-        let mut request = get_profile_information::v1::Request::new(user.to_owned());
-        request.field = field.map(ProfileFieldName::from);
-        let res = self.send_federation_request(server, request).await?;
-        Ok(res.into_iter().filter(|(name, _)| field.is_none_or(|f| f == name)).collect())
     }
 }

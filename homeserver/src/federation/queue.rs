@@ -35,26 +35,6 @@ pub struct Senders {
     destinations: Mutex<HashMap<OwnedServerName, Arc<Destination>>>,
 }
 
-/// Transactions from other servers being processed now: a retry of one waits for the
-/// first attempt to finish (and then finds it recorded) instead of running beside it.
-#[derive(Default)]
-pub struct InboundTransactions {
-    running: Mutex<HashMap<(OwnedServerName, String), TxnLock>>,
-}
-
-/// Held while one inbound transaction is checked, processed and recorded.
-type TxnLock = Arc<tokio::sync::Mutex<()>>;
-
-impl InboundTransactions {
-    /// The lock of one transaction; hold it while checking, processing and recording it.
-    pub fn lock(&self, origin: &ServerName, txn_id: &str) -> TxnLock {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        // Entries nobody holds any more are dropped as new ones come.
-        running.retain(|_, m| Arc::strong_count(m) > 1);
-        running.entry((origin.to_owned(), txn_id.to_owned())).or_default().clone()
-    }
-}
-
 /// What wakes one destination's sender.
 #[derive(Default)]
 struct Destination {

@@ -27,7 +27,8 @@ pub struct EventTemplate {
     pub kind: String,
     pub content: Value,
     pub state_key: Option<String>,
-    /// For redactions in room versions that keep `redacts` at the top level.
+    /// The event a redaction redacts: written where the room version keeps it (the top
+    /// level before v11, the content from v11).
     pub redacts: Option<OwnedEventId>,
 }
 
@@ -38,6 +39,15 @@ impl EventTemplate {
 
     pub fn message(kind: impl Into<String>, content: Value) -> Self {
         Self { kind: kind.into(), content, state_key: None, redacts: None }
+    }
+
+    /// A redaction of `target`, with the reason if one is given.
+    pub fn redaction(target: OwnedEventId, reason: Option<&str>) -> Self {
+        let content = match reason {
+            Some(reason) => json!({ "reason": reason }),
+            None => json!({}),
+        };
+        Self { kind: "m.room.redaction".to_owned(), content, state_key: None, redacts: Some(target) }
     }
 }
 
@@ -190,7 +200,10 @@ impl Services {
             obj["state_key"] = k.clone().into();
         }
         if let Some(r) = &template.redacts {
-            obj["redacts"] = r.as_str().into();
+            match rules.redaction.content_field_redacts {
+                true => obj["content"]["redacts"] = r.as_str().into(),
+                false => obj["redacts"] = r.as_str().into(),
+            }
         }
         let (pdu, _) = self.sign_pdu(obj, rules, Some(&room_id))?;
         self.authorise(rules, &pdu, &parents.state_before).await?;

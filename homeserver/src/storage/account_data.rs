@@ -1,4 +1,4 @@
-//! Account data, filters and registration tokens.
+//! Account data and filters: what clients store per user (`account_data`, `filters`).
 
 use sqlx::Row;
 
@@ -81,31 +81,5 @@ impl Store {
             .bind(filter_id)
             .fetch_optional(&mut *self.conn().await?)
             .await
-    }
-
-    /// Consumes one use of a registration token stored in the database; `false` if it is
-    /// unknown, used up or expired.
-    pub async fn use_registration_token(&self, token: &str, now_ms: i64) -> sqlx::Result<bool> {
-        let done = sqlx::query(
-            "UPDATE registration_tokens SET completed = completed + 1 WHERE token = $1 \
-             AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts > $2)",
-        )
-        .bind(token)
-        .bind(now_ms)
-        .execute(&mut *self.conn().await?)
-        .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn registration_token_valid(&self, token: &str, now_ms: i64) -> sqlx::Result<bool> {
-        let row = sqlx::query(
-            "SELECT 1 FROM registration_tokens WHERE token = $1 \
-             AND (uses_allowed IS NULL OR completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts > $2)",
-        )
-        .bind(token)
-        .bind(now_ms)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?;
-        Ok(row.map(|r| r.try_get::<i64, _>(0)).transpose()?.is_some())
     }
 }

@@ -6,12 +6,16 @@
 //! knows HTTP or Matrix rules: services decide, storage remembers.
 
 mod account_data;
-mod admin;
+mod activity;
+mod audit;
+mod conditions;
 mod e2ee_keys;
 mod events;
 mod federation;
 pub mod media;
+mod policies;
 mod push;
+mod registration_tokens;
 mod remote_devices;
 mod rooms;
 mod server_keys;
@@ -31,16 +35,16 @@ use sqlx::{
 };
 
 pub use self::{
-    admin::{
-        AdminRoomRow, AdminUserRow, AuditFilter, AuditRow, NewAdminUser, RegistrationTokenRow, RoomPolicyRow,
-        UserFilter,
-    },
+    audit::{AuditFilter, AuditRow},
     events::{EventRow, NewEvent, PendingRedaction, StateDelta, StateMap},
     federation::{QUEUE_EDU, QUEUE_PDU, QueueItem},
+    policies::RoomPolicyRow,
     push::{NotificationRow, PushAction},
+    registration_tokens::RegistrationTokenRow,
+    rooms::AdminRoomRow,
     server_keys::ServerKeyRow,
     streams::{ReceiptRow, ToDeviceRow},
-    users::{DeviceRow, UserRow},
+    users::{AdminUserRow, DeviceRow, NewAdminUser, UserFilter, UserRow},
 };
 
 /// Which database engine is behind the pool.

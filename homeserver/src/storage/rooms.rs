@@ -239,3 +239,81 @@ impl Store {
             .await
     }
 }
+
+// Rooms as administrators see them (admin API), and purging their history.
+
+/// A room in the administrators' list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminRoomRow {
+    pub room_id: String,
+    pub room_version: String,
+    pub creator: String,
+    pub is_public: bool,
+    pub created_ts: i64,
+    pub joined_members: i64,
+    pub official: bool,
+    pub blocked: bool,
+}
+
+impl Store {
+    /// Rooms with a room ID after `after`, in room ID order, and how many there are.
+    pub async fn admin_rooms(&self, after: Option<&str>, limit: i64) -> sqlx::Result<(Vec<AdminRoomRow>, i64)> {
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM rooms").fetch_one(&mut *self.conn().await?).await?;
+        let rows = sqlx::query(
+            "SELECT r.room_id, r.room_version, r.creator, r.is_public, r.created_ts, \
+             (SELECT COUNT(*) FROM current_state m WHERE m.room_id = r.room_id AND m.event_type = 'm.room.member' \
+              AND m.membership = 'join'), \
+             COALESCE((SELECT p.official FROM room_policies p WHERE p.room_id = r.room_id), 0), \
+             (SELECT COUNT(*) FROM blocked_rooms b WHERE b.room_id = r.room_id) \
+             FROM rooms r WHERE r.room_id > $1 ORDER BY r.room_id LIMIT $2",
+        )
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        let rooms = rows
+            .iter()
+            .map(|r| {
+                Ok(AdminRoomRow {
+                    room_id: r.try_get(0)?,
+                    room_version: r.try_get(1)?,
+                    creator: r.try_get(2)?,
+                    is_public: r.try_get::<i64, _>(3)? != 0,
+                    created_ts: r.try_get(4)?,
+                    joined_members: r.try_get(5)?,
+                    official: r.try_get::<i64, _>(6)? != 0,
+                    blocked: r.try_get::<i64, _>(7)? != 0,
+                })
+            })
+            .collect::<sqlx::Result<_>>()?;
+        Ok((rooms, total))
+    }
+
+    /// Deletes the message history of a room older than `before_ts`: every event that is
+    /// not a state event and not a forward extremity, with what hangs off it (DAG edges
+    /// from it, its transaction ID, its notifications). State events stay: they are the
+    /// room's authorisation chain. Returns how many events were deleted.
+    pub async fn purge_history(&self, room_id: &str, before_ts: i64) -> sqlx::Result<u64> {
+        let mut tx = self.begin().await?;
+        let doomed = "SELECT event_id FROM events WHERE room_id = $1 AND origin_server_ts < $2 \
+                      AND state_key IS NULL AND event_id NOT IN \
+                      (SELECT event_id FROM forward_extremities WHERE room_id = $1)";
+        for table in ["event_edges", "transactions", "event_push_actions"] {
+            sqlx::query(AssertSqlSafe(format!("DELETE FROM {table} WHERE event_id IN ({doomed})")))
+                .bind(room_id)
+                .bind(before_ts)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query(
+            "DELETE FROM events WHERE room_id = $1 AND origin_server_ts < $2 AND state_key IS NULL \
+             AND event_id NOT IN (SELECT event_id FROM forward_extremities WHERE room_id = $1)",
+        )
+        .bind(room_id)
+        .bind(before_ts)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}

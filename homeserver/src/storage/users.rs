@@ -1,8 +1,12 @@
-//! Accounts, devices and access tokens.
+//! Accounts (`users`), devices and access tokens, and accounts as administrators see them.
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::{AssertSqlSafe, Row, any::AnyRow};
 
-use super::{Store, flag};
+use super::{
+    Store,
+    conditions::{Conditions, Param, like_pattern},
+    flag,
+};
 
 #[derive(Debug, Clone)]
 pub struct UserRow {
@@ -253,5 +257,180 @@ impl Store {
             .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
+    }
+}
+
+// Accounts as administrators see them (admin API).
+
+const ADMIN_USER_COLUMNS: &str = "user_id, displayname, department, is_admin, deactivated, \
+     password_hash IS NOT NULL, created_ts, deactivated_ts";
+
+/// An account with what administrators see of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminUserRow {
+    pub user_id: String,
+    pub displayname: Option<String>,
+    pub department: Option<String>,
+    pub is_admin: bool,
+    pub deactivated: bool,
+    pub has_password: bool,
+    pub created_ts: i64,
+    pub deactivated_ts: Option<i64>,
+}
+
+fn admin_user_row(r: &AnyRow) -> sqlx::Result<AdminUserRow> {
+    Ok(AdminUserRow {
+        user_id: r.try_get(0)?,
+        displayname: r.try_get(1)?,
+        department: r.try_get(2)?,
+        is_admin: r.try_get::<i64, _>(3)? != 0,
+        deactivated: r.try_get::<i64, _>(4)? != 0,
+        has_password: bool_column(r, 5)?,
+        created_ts: r.try_get(6)?,
+        deactivated_ts: r.try_get(7)?,
+    })
+}
+
+/// A boolean expression's value: SQLite gives an integer, PostgreSQL a boolean.
+fn bool_column(r: &AnyRow, i: usize) -> sqlx::Result<bool> {
+    match r.try_get::<bool, _>(i) {
+        Ok(b) => Ok(b),
+        Err(_) => Ok(r.try_get::<i64, _>(i)? != 0),
+    }
+}
+
+/// Which accounts to list.
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// A substring of the user ID or display name (case-insensitive for ASCII).
+    pub search: Option<String>,
+    pub department: Option<String>,
+    pub admin: Option<bool>,
+    pub deactivated: Option<bool>,
+}
+
+/// A new account as the admin API creates it.
+#[derive(Debug, Clone)]
+pub struct NewAdminUser<'a> {
+    pub user_id: &'a str,
+    pub password_hash: Option<&'a str>,
+    pub is_admin: bool,
+    pub displayname: &'a str,
+    pub department: Option<&'a str>,
+    pub created_ts: i64,
+}
+
+impl Store {
+    /// Creates an account with a department; `false` if the user ID is taken.
+    pub async fn admin_create_user(&self, u: &NewAdminUser<'_>) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO users (user_id, password_hash, is_admin, deactivated, displayname, department, created_ts) \
+             VALUES ($1, $2, $3, 0, $4, $5, $6) ON CONFLICT (user_id) DO NOTHING",
+        )
+        .bind(u.user_id)
+        .bind(u.password_hash)
+        .bind(flag(u.is_admin))
+        .bind(u.displayname)
+        .bind(u.department)
+        .bind(u.created_ts)
+        .execute(&mut *self.conn().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn admin_user(&self, user_id: &str) -> sqlx::Result<Option<AdminUserRow>> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {ADMIN_USER_COLUMNS} FROM users WHERE user_id = $1")))
+            .bind(user_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        row.as_ref().map(admin_user_row).transpose()
+    }
+
+    /// Accounts matching `filter` with a user ID after `after`, in user ID order, and
+    /// how many match in all.
+    pub async fn admin_users(
+        &self,
+        filter: &UserFilter,
+        after: Option<&str>,
+        limit: i64,
+    ) -> sqlx::Result<(Vec<AdminUserRow>, i64)> {
+        let mut c = Conditions::default();
+        if let Some(s) = &filter.search {
+            let n = c.next();
+            c.sql.push(format!(
+                "(LOWER(user_id) LIKE ${n} ESCAPE '\\' OR LOWER(COALESCE(displayname, '')) LIKE ${n} ESCAPE '\\')"
+            ));
+            c.texts.push(Param::Text(like_pattern(s)));
+        }
+        if let Some(d) = &filter.department {
+            c.text("department = $?", d.clone());
+        }
+        if let Some(a) = filter.admin {
+            c.plain(if a { "is_admin <> 0" } else { "is_admin = 0" });
+        }
+        if let Some(d) = filter.deactivated {
+            c.plain(if d { "deactivated <> 0" } else { "deactivated = 0" });
+        }
+        c.plain(&super::not_a_server_account("user_id"));
+        let total: i64 = c
+            .bind(sqlx::query(AssertSqlSafe(format!("SELECT COUNT(*) FROM users {}", c.where_clause()))))
+            .fetch_one(&mut *self.conn().await?)
+            .await?
+            .try_get(0)?;
+        if let Some(a) = after {
+            c.text("user_id > $?", a.to_owned());
+        }
+        let n = c.next();
+        let sql = format!("SELECT {ADMIN_USER_COLUMNS} FROM users {} ORDER BY user_id LIMIT ${n}", c.where_clause());
+        let rows = c.bind(sqlx::query(AssertSqlSafe(sql))).bind(limit).fetch_all(&mut *self.conn().await?).await?;
+        Ok((rows.iter().map(admin_user_row).collect::<sqlx::Result<_>>()?, total))
+    }
+
+    pub async fn set_user_admin(&self, user_id: &str, admin: bool) -> sqlx::Result<bool> {
+        let done = sqlx::query("UPDATE users SET is_admin = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(flag(admin))
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_user_department(&self, user_id: &str, department: Option<&str>) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET department = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(department)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Records when an account was deactivated (for the figures of later months).
+    pub async fn set_deactivated_ts(&self, user_id: &str, ts: i64) -> sqlx::Result<()> {
+        sqlx::query("UPDATE users SET deactivated_ts = $2 WHERE user_id = $1")
+            .bind(user_id)
+            .bind(ts)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Reactivates an account with a new password hash.
+    pub async fn reactivate_user(&self, user_id: &str, password_hash: &str) -> sqlx::Result<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET deactivated = 0, deactivated_ts = NULL, password_hash = $2 WHERE user_id = $1",
+        )
+        .bind(user_id)
+        .bind(password_hash)
+        .execute(&mut *self.conn().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many access tokens (sessions) a user has.
+    pub async fn session_count(&self, user_id: &str) -> sqlx::Result<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM access_tokens WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *self.conn().await?)
+            .await
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     api::{Ruma, ruma_io::RouterExt},
-    rooms::{ClientEventOptions, EventTemplate, Txn, version_rules},
+    rooms::{ClientEventOptions, EventTemplate, Txn},
     services::{AppState, Services},
     storage::EventRow,
     sync::{RoomEventFilter, parse_token},
@@ -64,18 +64,7 @@ async fn redact(services: AppState, req: Ruma<redact_event::v3::Request>) -> Res
     let auth = req.auth()?;
     let b = &req.body;
     services.require_joined(&b.room_id, &auth.user).await?;
-    let version = services.store.room_version(b.room_id.as_str()).await?.unwrap_or_default();
-    let rules = version_rules(&version).ok_or_else(|| Error::not_found("unknown room"))?;
-    let mut content = json!({});
-    if let Some(reason) = &b.reason {
-        content["reason"] = reason.clone().into();
-    }
-    let mut template = EventTemplate::message("m.room.redaction", content);
-    if rules.redaction.content_field_redacts {
-        template.content["redacts"] = b.event_id.as_str().into();
-    } else {
-        template.redacts = Some(b.event_id.clone());
-    }
+    let template = EventTemplate::redaction(b.event_id.clone(), b.reason.as_deref());
     let txn = Txn {
         device_id: auth.device.clone(),
         txn_id: b.txn_id.to_string(),

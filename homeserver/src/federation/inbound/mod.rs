@@ -1,8 +1,15 @@
-//! Incoming transactions (`/send/{txnId}`): PDUs into rooms, EDUs to their services.
+//! What other servers send: the checks of every request (`x_matrix`), and transactions
+//! (`/send/{txnId}`): PDUs into rooms, EDUs to their services.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+mod x_matrix;
 
-use ruma::{ServerName, api::federation::transactions::send_transaction_message};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ruma::{OwnedServerName, ServerName, api::federation::transactions::send_transaction_message};
 use serde_json::{Value, json};
 
 use crate::{
@@ -13,6 +20,26 @@ use kairan_core::{
     error::{Error, Result},
     time::now_ms,
 };
+
+/// Transactions from other servers being processed now: a retry of one waits for the
+/// first attempt to finish (and then finds it recorded) instead of running beside it.
+#[derive(Default)]
+pub struct InboundTransactions {
+    running: Mutex<HashMap<(OwnedServerName, String), TxnLock>>,
+}
+
+/// Held while one inbound transaction is checked, processed and recorded.
+type TxnLock = Arc<tokio::sync::Mutex<()>>;
+
+impl InboundTransactions {
+    /// The lock of one transaction; hold it while checking, processing and recording it.
+    pub fn lock(&self, origin: &ServerName, txn_id: &str) -> TxnLock {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // Entries nobody holds any more are dropped as new ones come.
+        running.retain(|_, m| Arc::strong_count(m) > 1);
+        running.entry((origin.to_owned(), txn_id.to_owned())).or_default().clone()
+    }
+}
 
 /// An inbound transaction taking this long is logged as a warning.
 const SLOW_TRANSACTION: Duration = Duration::from_secs(5);
