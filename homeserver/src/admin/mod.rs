@@ -7,8 +7,10 @@
 //! the API writes the table and the memory at once, so the next request sees it without
 //! a restart; a start loads the table over the configuration file.
 
+mod archive_guard;
 pub mod audit;
 pub mod figures;
+pub mod room_policy;
 pub mod rooms;
 pub mod users;
 
@@ -26,7 +28,6 @@ use kairan_core::{
     error::{Error, Result},
     time::now_ms,
 };
-use kairan_types::room_policy;
 
 /// Names of the rows of `server_policy`.
 pub const POLICY_FEDERATION: &str = "federation_allowlist";
@@ -188,10 +189,10 @@ impl Services {
     /// Refuses a room policy event from anyone but the policy account: the event is the
     /// administrators' word, given through the admin API only.
     pub fn check_policy_sender(&self, event_type: &str, sender: &ruma::UserId) -> Result<()> {
-        if event_type == room_policy::EVENT_TYPE && sender != self.policy_account() {
+        if event_type == kairan_types::room_policy::EVENT_TYPE && sender != self.policy_account() {
             return Err(Error::forbidden(format!(
                 "{} is set by the server's administrators (kairan-admin policy room set), not by clients",
-                room_policy::EVENT_TYPE
+                kairan_types::room_policy::EVENT_TYPE
             )));
         }
         Ok(())

@@ -228,7 +228,7 @@ impl Services {
             }
             section["ephemeral"] = json!({ "events": ephemeral });
             section["account_data"] = json!({
-                "events": room_data.iter().map(|(_, t, c)| json!({ "type": t, "content": parse_json(c) })).collect::<Vec<_>>()
+                "events": room_data.iter().map(|(_, t, c)| account_data_event(t, c)).collect::<Vec<_>>()
             });
             let threads = req.filter.room.timeline.unread_thread_notifications;
             let (unread, by_thread) = self.unread_counts(room_id, user, now.stream, threads).await?;
@@ -303,7 +303,7 @@ impl Services {
         let global: Vec<Value> = all_account_data
             .iter()
             .filter(|(r, t, _)| r.is_empty() && req.filter.account_data.allows_type(t))
-            .map(|(_, t, c)| json!({ "type": t, "content": parse_json(c) }))
+            .map(|(_, t, c)| account_data_event(t, c))
             .collect();
 
         // Only what earlier answers handed out is deleted (up to the token's to-device
@@ -314,10 +314,7 @@ impl Services {
             .take_to_device(user.as_str(), req.device, to_device_from, now.stream, TO_DEVICE_PER_SYNC)
             .await?;
         let to_device_next = (messages.len() == TO_DEVICE_PER_SYNC).then(|| messages.last().map(|m| m.stream_pos));
-        let to_device: Vec<Value> = messages
-            .into_iter()
-            .map(|m| json!({ "sender": m.sender, "type": m.event_type, "content": parse_json(&m.content) }))
-            .collect();
+        let to_device: Vec<Value> = messages.iter().map(to_device_event).collect();
         let next_batch = match to_device_next.flatten() {
             Some(pos) if pos < now.stream => format!("{}_{pos}", format_token(now)),
             _ => format_token(now),
@@ -589,6 +586,16 @@ fn receipt_event(receipts: &[crate::storage::ReceiptRow], viewer: &str) -> Value
         }
     }
     json!({ "type": "m.receipt", "content": content })
+}
+
+/// A to-device message as a client receives it (classic and sliding sync alike).
+fn to_device_event(m: &crate::storage::ToDeviceRow) -> Value {
+    json!({ "sender": m.sender, "type": m.event_type, "content": parse_json(&m.content) })
+}
+
+/// An account data event as a client receives it (classic and sliding sync alike).
+fn account_data_event(kind: &str, content: &str) -> Value {
+    json!({ "type": kind, "content": parse_json(content) })
 }
 
 fn parse_json(s: &str) -> Value {

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AdminJson, AdminPath, AdminQuery, Caller, answer, page_limit};
-use crate::{admin::rooms::RoomPolicyUpdate, services::AppState};
+use crate::{admin::room_policy::RoomPolicyUpdate, services::AppState};
 use kairan_core::{
     error::{Error, Result},
     time::{DayEdge, format_ms, parse_instant},
