@@ -3,6 +3,7 @@
 //! Passwords are hashed with argon2id off the async runtime; access tokens are random
 //! and only their SHA-256 is stored.
 
+mod account_data;
 mod profile;
 mod seen;
 mod uia;

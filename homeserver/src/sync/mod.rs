@@ -2,6 +2,7 @@
 
 mod filter;
 mod sliding;
+mod to_device;
 mod typing;
 
 use std::{collections::BTreeSet, time::Duration};

@@ -9,7 +9,7 @@ use ruma::api::client::{
 use serde_json::{Value, json};
 
 use crate::{
-    api::{Ruma, ruma_io::RouterExt},
+    api::{Ruma, RumaResponse, ruma_io::RouterExt},
     services::AppState,
 };
 use kairan_core::error::{Error, Result};
@@ -21,8 +21,11 @@ pub fn routes(r: Router<AppState>) -> Router<AppState> {
 /// GET /_matrix/client/v3/profile/{userId}
 ///
 /// A remote user's profile is asked of their server (`query/profile`).
-async fn profile(services: AppState, req: Ruma<get_profile::v3::Request>) -> Result<Json<Value>> {
-    Ok(Json(Value::Object(services.profile(&req.body.user_id, None).await?)))
+async fn profile(
+    services: AppState,
+    req: Ruma<get_profile::v3::Request>,
+) -> Result<RumaResponse<get_profile::v3::Response>> {
+    Ok(RumaResponse(services.profile(&req.body.user_id, None).await?.into_iter().collect()))
 }
 
 /// GET /_matrix/client/v3/profile/{userId}/{keyName}
@@ -36,7 +39,10 @@ async fn field(services: AppState, req: Ruma<get_profile_field::v3::Request>) ->
 }
 
 /// PUT /_matrix/client/v3/profile/{userId}/{keyName}
-async fn set_field(services: AppState, req: Ruma<set_profile_field::v3::Request>) -> Result<Json<Value>> {
+async fn set_field(
+    services: AppState,
+    req: Ruma<set_profile_field::v3::Request>,
+) -> Result<RumaResponse<set_profile_field::v3::Response>> {
     let user = req.user()?;
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only change your own profile"));
@@ -48,17 +54,20 @@ async fn set_field(services: AppState, req: Ruma<set_profile_field::v3::Request>
         .map(|(k, v)| (k.clone(), v.clone()))
         .ok_or_else(|| Error::bad_json("empty profile update"))?;
     services.set_profile_field(user, &name, value.as_str().map(str::to_owned)).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(set_profile_field::v3::Response::new()))
 }
 
 /// DELETE /_matrix/client/v3/profile/{userId}/{keyName}
-async fn delete_field(services: AppState, req: Ruma<delete_profile_field::v3::Request>) -> Result<Json<Value>> {
+async fn delete_field(
+    services: AppState,
+    req: Ruma<delete_profile_field::v3::Request>,
+) -> Result<RumaResponse<delete_profile_field::v3::Response>> {
     let user = req.user()?;
     if req.body.user_id != *user {
         return Err(Error::forbidden("you can only change your own profile"));
     }
     services.set_profile_field(user, req.body.field.as_ref(), None).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(delete_profile_field::v3::Response::new()))
 }
 
 /// POST /_matrix/client/v3/user_directory/search
