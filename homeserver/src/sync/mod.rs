@@ -1,5 +1,6 @@
 //! `/sync`: what changed for one device since a token, waiting for news when nothing has.
 
+mod ephemeral;
 mod filter;
 mod sliding;
 mod to_device;
