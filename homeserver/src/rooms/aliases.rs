@@ -1,4 +1,5 @@
-//! Deleting a room alias, and what the room's state says about it afterwards.
+//! Room aliases: creating one, deleting one and what the room's state says about it
+//! afterwards; a room's place in the public directory.
 
 use ruma::{RoomAliasId, RoomId, UserId};
 use serde_json::Value;
@@ -8,6 +9,40 @@ use crate::services::Services;
 use kairan_core::error::{Error, Result};
 
 impl Services {
+    /// Creates a local alias for a room the user is joined to; `409` if it exists.
+    pub async fn create_alias(&self, user: &UserId, alias: &RoomAliasId, room_id: &RoomId) -> Result<()> {
+        if alias.server_name() != self.server_name() {
+            return Err(Error::invalid_param("aliases must be on this server"));
+        }
+        self.require_joined(room_id, user).await?;
+        if !self.store.create_alias(alias.as_str(), room_id.as_str(), user.as_str()).await? {
+            return Err(Error::new(http::StatusCode::CONFLICT, "M_UNKNOWN", format!("alias {alias} already exists")));
+        }
+        Ok(())
+    }
+
+    /// The local aliases of a room.
+    pub async fn room_aliases(&self, room_id: &RoomId) -> Result<Vec<ruma::OwnedRoomAliasId>> {
+        let aliases = self.store.room_aliases(room_id.as_str()).await?;
+        Ok(aliases.into_iter().filter_map(|a| ruma::OwnedRoomAliasId::try_from(a).ok()).collect())
+    }
+
+    /// Whether a room is in the public directory; `M_NOT_FOUND` for a room not known here.
+    pub async fn room_is_public(&self, room_id: &RoomId) -> Result<bool> {
+        if self.store.room_version(room_id.as_str()).await?.is_none() {
+            return Err(Error::not_found("unknown room"));
+        }
+        Ok(self.store.is_room_public(room_id.as_str()).await?)
+    }
+
+    /// Puts a room in the public directory or takes it out: for a member who may change
+    /// its canonical alias, as Synapse has it.
+    pub async fn set_room_public(&self, room_id: &RoomId, user: &UserId, public: bool) -> Result<()> {
+        self.require_joined(room_id, user).await?;
+        self.require_power(room_id, user, "m.room.canonical_alias").await?;
+        Ok(self.store.set_room_public(room_id.as_str(), public).await?)
+    }
+
     /// Deletes a local alias. The alias's creator, a server administrator, or a member
     /// who may change the room's canonical alias may do so; the alias then also leaves
     /// the room's `m.room.canonical_alias` (`alias` and `alt_aliases`), so that neither

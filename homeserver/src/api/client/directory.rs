@@ -9,7 +9,7 @@ use ruma::api::client::{
 use serde_json::{Value, json};
 
 use crate::{
-    api::{Ruma, ruma_io::RouterExt},
+    api::{Ruma, RumaResponse, ruma_io::RouterExt},
     services::{AppState, Services},
 };
 use kairan_core::error::{Error, Result};
@@ -41,41 +41,41 @@ async fn summary(services: AppState, req: Ruma<get_summary::v1::Request>) -> Res
 }
 
 /// PUT /_matrix/client/v3/directory/room/{roomAlias}
-async fn put_alias(services: AppState, req: Ruma<create_alias::v3::Request>) -> Result<Json<Value>> {
-    let user = req.user()?;
-    let b = &req.body;
-    if b.room_alias.server_name() != services.server_name() {
-        return Err(Error::invalid_param("aliases must be on this server"));
-    }
-    services.require_joined(&b.room_id, user).await?;
-    if !services.store.create_alias(b.room_alias.as_str(), b.room_id.as_str(), user.as_str()).await? {
-        return Err(Error::new(
-            http::StatusCode::CONFLICT,
-            "M_UNKNOWN",
-            format!("alias {} already exists", b.room_alias),
-        ));
-    }
-    Ok(Json(json!({})))
+async fn put_alias(
+    services: AppState,
+    req: Ruma<create_alias::v3::Request>,
+) -> Result<RumaResponse<create_alias::v3::Response>> {
+    services.create_alias(req.user()?, &req.body.room_alias, &req.body.room_id).await?;
+    Ok(RumaResponse(create_alias::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/directory/room/{roomAlias}
 ///
 /// Another server's alias is asked of that server (`query/directory`).
-async fn get_alias(services: AppState, req: Ruma<get_alias::v3::Request>) -> Result<Json<Value>> {
+async fn get_alias(
+    services: AppState,
+    req: Ruma<get_alias::v3::Request>,
+) -> Result<RumaResponse<get_alias::v3::Response>> {
     let (room_id, servers) = services.resolve_alias(&req.body.room_alias).await?;
-    Ok(Json(json!({ "room_id": room_id, "servers": servers })))
+    Ok(RumaResponse(get_alias::v3::Response::new(room_id, servers)))
 }
 
 /// DELETE /_matrix/client/v3/directory/room/{roomAlias}
-async fn delete_alias(services: AppState, req: Ruma<delete_alias::v3::Request>) -> Result<Json<Value>> {
+async fn delete_alias(
+    services: AppState,
+    req: Ruma<delete_alias::v3::Request>,
+) -> Result<RumaResponse<delete_alias::v3::Response>> {
     services.delete_alias(req.user()?, &req.body.room_alias).await?;
-    Ok(Json(json!({})))
+    Ok(RumaResponse(delete_alias::v3::Response::new()))
 }
 
 /// GET /_matrix/client/v3/rooms/{roomId}/aliases
-async fn room_aliases(services: AppState, req: Ruma<aliases::v3::Request>) -> Result<Json<Value>> {
+async fn room_aliases(
+    services: AppState,
+    req: Ruma<aliases::v3::Request>,
+) -> Result<RumaResponse<aliases::v3::Response>> {
     services.readable_state(&req.body.room_id, req.user()?).await?;
-    Ok(Json(json!({ "aliases": services.store.room_aliases(req.body.room_id.as_str()).await? })))
+    Ok(RumaResponse(aliases::v3::Response::new(services.room_aliases(&req.body.room_id).await?)))
 }
 
 async fn directory(
@@ -127,20 +127,23 @@ async fn public_rooms_filtered(
 }
 
 /// GET /_matrix/client/v3/directory/list/room/{roomId}
-async fn get_visibility(services: AppState, req: Ruma<get_room_visibility::v3::Request>) -> Result<Json<Value>> {
-    if services.store.room_version(req.body.room_id.as_str()).await?.is_none() {
-        return Err(Error::not_found("unknown room"));
-    }
-    let public = services.store.is_room_public(req.body.room_id.as_str()).await?;
-    Ok(Json(json!({ "visibility": if public { "public" } else { "private" } })))
+async fn get_visibility(
+    services: AppState,
+    req: Ruma<get_room_visibility::v3::Request>,
+) -> Result<RumaResponse<get_room_visibility::v3::Response>> {
+    let public = services.room_is_public(&req.body.room_id).await?;
+    Ok(RumaResponse(get_room_visibility::v3::Response::new(if public {
+        Visibility::Public
+    } else {
+        Visibility::Private
+    })))
 }
 
 /// PUT /_matrix/client/v3/directory/list/room/{roomId}
-async fn set_visibility(services: AppState, req: Ruma<set_room_visibility::v3::Request>) -> Result<Json<Value>> {
-    let user = req.user()?;
-    let room = &req.body.room_id;
-    services.require_joined(room, user).await?;
-    services.require_power(room, user, "m.room.canonical_alias").await?;
-    services.store.set_room_public(room.as_str(), req.body.visibility == Visibility::Public).await?;
-    Ok(Json(json!({})))
+async fn set_visibility(
+    services: AppState,
+    req: Ruma<set_room_visibility::v3::Request>,
+) -> Result<RumaResponse<set_room_visibility::v3::Response>> {
+    services.set_room_public(&req.body.room_id, req.user()?, req.body.visibility == Visibility::Public).await?;
+    Ok(RumaResponse(set_room_visibility::v3::Response::new()))
 }
