@@ -2,7 +2,11 @@
 //! in them. The server sees only ciphertext and the fields that rank one copy above another.
 
 use http::StatusCode;
-use ruma::UserId;
+use ruma::{
+    UInt, UserId,
+    api::client::backup::{BackupAlgorithm, KeyBackupData},
+    serde::Raw,
+};
 use serde_json::{Value, json, value::RawValue};
 
 use super::{E2ee, parse_raw, parse_stored};
@@ -32,6 +36,29 @@ fn backup_algorithm(body: &RawValue) -> Result<(String, Value)> {
     Ok((algorithm, auth_data.clone()))
 }
 
+/// How many keys a backup version holds, and the etag that changes with them.
+pub struct KeyCount {
+    pub count: UInt,
+    pub etag: String,
+}
+
+impl KeyCount {
+    fn new(count: i64, etag: i64) -> Self {
+        Self { count: UInt::try_from(count.max(0)).unwrap_or_default(), etag: etag.to_string() }
+    }
+}
+
+/// A backup version as `GET /room_keys/version` describes it.
+pub struct BackupInfo {
+    pub algorithm: Raw<BackupAlgorithm>,
+    pub keys: KeyCount,
+    pub version: String,
+}
+
+fn to_raw(v: &Value) -> Result<Box<RawValue>> {
+    serde_json::value::to_raw_value(v).map_err(|e| Error::internal("backup version", e))
+}
+
 impl E2ee<'_> {
     /// `POST /room_keys/version`: a new backup version, which becomes the current one.
     pub async fn create_backup_version(&self, user: &UserId, body: &RawValue) -> Result<String> {
@@ -43,20 +70,19 @@ impl E2ee<'_> {
 
     /// `GET /room_keys/version[/{version}]`: a backup version (the current one with
     /// `None`) with its key count and etag.
-    pub async fn backup_info(&self, user: &UserId, version: Option<&str>) -> Result<Value> {
+    pub async fn backup_info(&self, user: &UserId, version: Option<&str>) -> Result<BackupInfo> {
         let number = version.map(backup_version_number).transpose()?;
         let row = self.services.store.backup_version(user.as_str(), number).await?.ok_or_else(|| match version {
             None => Error::not_found("no backup version exists"),
             Some(v) => Error::not_found(format!("unknown backup version {v:?}")),
         })?;
         let (count, etag) = self.services.store.backup_count_etag(user.as_str(), row.version).await?;
-        Ok(json!({
-            "algorithm": row.algorithm,
-            "auth_data": parse_stored(&row.auth_data),
-            "count": count,
-            "etag": etag.to_string(),
-            "version": row.version.to_string(),
-        }))
+        let algorithm = json!({ "algorithm": row.algorithm, "auth_data": parse_stored(&row.auth_data) });
+        Ok(BackupInfo {
+            algorithm: Raw::from_json(to_raw(&algorithm)?),
+            keys: KeyCount::new(count, etag),
+            version: row.version.to_string(),
+        })
     }
 
     /// `PUT /room_keys/version/{version}`: replaces `auth_data`; the algorithm stays.
@@ -101,14 +127,13 @@ impl E2ee<'_> {
     }
 
     /// `PUT /room_keys/keys...`: backs up session keys `(room_id, session_id, data)` in
-    /// the current version; a stored key is replaced only by a better one. Returns
-    /// `{etag, count}`.
+    /// the current version; a stored key is replaced only by a better one.
     pub async fn put_room_keys(
         &self,
         user: &UserId,
         version: &str,
         keys: &[(String, String, &RawValue)],
-    ) -> Result<Value> {
+    ) -> Result<KeyCount> {
         let number = backup_version_number(version)?;
         let current = self.services.store.backup_version(user.as_str(), None).await?;
         match current {
@@ -140,7 +165,7 @@ impl E2ee<'_> {
             new.push((room_id.clone(), session_id.clone(), (verified, index, forwarded), data.to_string()));
         }
         let (count, etag) = self.services.store.put_backup_keys(user.as_str(), number, &new, better_backup_key).await?;
-        Ok(json!({ "etag": etag.to_string(), "count": count }))
+        Ok(KeyCount::new(count, etag))
     }
 
     /// `GET /room_keys/keys...`: backed-up keys `(room_id, session_id, data)` of a version.
@@ -150,23 +175,26 @@ impl E2ee<'_> {
         version: &str,
         room_id: Option<&str>,
         session_id: Option<&str>,
-    ) -> Result<Vec<(String, String, Value)>> {
+    ) -> Result<Vec<(String, String, Raw<KeyBackupData>)>> {
         let number = self.existing_backup_version(user, version).await?;
         let rows = self.services.store.backup_keys(user.as_str(), number, room_id, session_id).await?;
-        Ok(rows.into_iter().map(|(r, s, json)| (r, s, parse_stored(&json))).collect())
+        let raw = |json: String| RawValue::from_string(json).map(Raw::from_json);
+        rows.into_iter()
+            .map(|(r, s, json)| Ok((r, s, raw(json).map_err(|e| Error::internal("stored backup key", e))?)))
+            .collect()
     }
 
-    /// `DELETE /room_keys/keys...`: returns `{etag, count}` afterwards.
+    /// `DELETE /room_keys/keys...`: the keys of a version, a room or a session.
     pub async fn delete_room_keys(
         &self,
         user: &UserId,
         version: &str,
         room_id: Option<&str>,
         session_id: Option<&str>,
-    ) -> Result<Value> {
+    ) -> Result<KeyCount> {
         let number = self.existing_backup_version(user, version).await?;
         let (count, etag) = self.services.store.delete_backup_keys(user.as_str(), number, room_id, session_id).await?;
-        Ok(json!({ "etag": etag.to_string(), "count": count }))
+        Ok(KeyCount::new(count, etag))
     }
 }
 

@@ -13,7 +13,11 @@ mod signatures;
 
 use serde_json::{Value, json, value::RawValue};
 
-pub use self::{cross_signing::CrossSigningUpload, device_keys::UserKeys};
+pub use self::{
+    cross_signing::CrossSigningUpload,
+    device_keys::UserKeys,
+    key_backup::{BackupInfo, KeyCount},
+};
 use crate::services::Services;
 use kairan_core::error::{Error, Result};
 
