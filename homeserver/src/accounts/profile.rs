@@ -1,6 +1,7 @@
 //! Profiles: a local user's (display name, avatar) from the database, a remote user's from
-//! their server; and the rule that a local change reaches every room the user is joined to: each one's member event is sent again with the new value, as
-//! clients show names from member events. Client API and admin API alike change it here.
+//! their server; and the rule that a local change reaches every room the user is joined to:
+//! each one's member event is sent again with the new value, as clients show names from
+//! member events. Client API and admin API alike change it here.
 
 use ruma::{OwnedRoomId, UserId, api::federation::query::get_profile_information, profile::ProfileFieldName};
 use serde_json::{Map, Value};

@@ -20,16 +20,19 @@ use std::collections::BTreeSet;
 use kairan_types::room_policy::{self, ON_EXPIRY, RETENTION_CLASSES, RoomPolicy};
 use ruma::{
     OwnedRoomId, OwnedUserId, RoomId, ServerName, UserId,
-    events::room::{
-        power_levels::{RoomPowerLevels, UserPowerLevel},
-        server_acl::RoomServerAclEventContent,
+    events::{
+        StateEventType,
+        room::{
+            power_levels::{RoomPowerLevels, UserPowerLevel},
+            server_acl::RoomServerAclEventContent,
+        },
     },
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    rooms::{EventTemplate, MembershipAction, state_level, version_rules},
+    rooms::{EventTemplate, MembershipAction, power_levels_from},
     services::Services,
     storage::RoomPolicyRow,
 };
@@ -102,7 +105,7 @@ impl Power {
     }
 
     fn state(&self, event_type: &str) -> i64 {
-        as_number(state_level(&self.levels, event_type))
+        self.levels.for_state(StateEventType::from(event_type)).into()
     }
 
     pub(super) fn invite(&self) -> i64 {
@@ -318,12 +321,11 @@ impl Services {
     }
 
     pub(super) async fn room_power(&self, room_id: &RoomId) -> Result<Power> {
-        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
+        let (rules, power_levels, create) = self.current_power_events(room_id).await?;
         Ok(Power {
-            levels: self.current_power_levels(room_id).await?,
-            content: self.state_content(room_id, "m.room.power_levels", "").await?,
-            privileged_creators: version_rules(&version)
-                .is_some_and(|r| r.authorization.explicitly_privilege_room_creators),
+            levels: power_levels_from(power_levels.as_deref(), create.as_deref(), &rules),
+            content: power_levels.map(|p| p.content_value()),
+            privileged_creators: rules.authorization.explicitly_privilege_room_creators,
         })
     }
 

@@ -29,7 +29,7 @@ pub use self::{
     ingest::{FetchBudget, Ingested},
     membership::MembershipAction,
     pdu::Pdu,
-    power::{power_levels_from, state_level},
+    power::power_levels_from,
     read::ClientEventOptions,
 };
 pub use crate::storage::StateMap;

@@ -6,17 +6,19 @@
 //! authorisation rules use (ruma-state-res, as Synapse): without a power-levels event the
 //! creators have 100, everyone else 0, and a state event needs 50.
 
+use std::sync::Arc;
+
 use kairan_core::error::{Error, Result};
 use ruma::{
     OwnedUserId, RoomId,
     events::{
-        TimelineEventType,
+        StateEventType,
         room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource, UserPowerLevel},
     },
     room_version_rules::RoomVersionRules,
 };
 
-use super::{Pdu, StateMap, version_rules};
+use super::{Pdu, StateMap};
 use crate::services::Services;
 
 /// The power levels given a room's power-levels and create events (either may be absent).
@@ -40,12 +42,6 @@ pub fn power_levels_from(
     RoomPowerLevels::new(RoomPowerLevelsSource::from(content), &rules.authorization, creators)
 }
 
-/// The level `event_type` needs as a state event.
-pub fn state_level(levels: &RoomPowerLevels, event_type: &str) -> UserPowerLevel {
-    let kind = TimelineEventType::from(event_type);
-    UserPowerLevel::Int(levels.events.get(&kind).copied().unwrap_or(levels.state_default))
-}
-
 impl Services {
     /// The power levels in force in `state`.
     pub(crate) async fn power_levels_in(&self, state: &StateMap, rules: &RoomVersionRules) -> Result<RoomPowerLevels> {
@@ -61,11 +57,13 @@ impl Services {
         Ok(power_levels_from(power_levels.as_deref(), create.as_deref(), rules))
     }
 
-    /// The power levels in force in a room now (its current state).
-    pub(crate) async fn current_power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
-        let version = self.store.room_version(room_id.as_str()).await?.unwrap_or_default();
-        let rules = version_rules(&version)
-            .ok_or_else(|| Error::internal("room of an unsupported version", format!("{room_id} {version}")))?;
+    /// A room's rules and its current power-levels and create events, which decide its
+    /// power levels.
+    pub(crate) async fn current_power_events(
+        &self,
+        room_id: &RoomId,
+    ) -> Result<(RoomVersionRules, Option<Arc<Pdu>>, Option<Arc<Pdu>>)> {
+        let rules = self.rules_of(room_id).await?;
         let event = |kind: &'static str| async move {
             match self.store.current_state_event(room_id.as_str(), kind, "").await? {
                 Some(id) => self.pdu(&id).await,
@@ -73,6 +71,12 @@ impl Services {
             }
         };
         let (power_levels, create) = (event("m.room.power_levels").await?, event("m.room.create").await?);
+        Ok((rules, power_levels, create))
+    }
+
+    /// The power levels in force in a room now (its current state).
+    pub(crate) async fn current_power_levels(&self, room_id: &RoomId) -> Result<RoomPowerLevels> {
+        let (rules, power_levels, create) = self.current_power_events(room_id).await?;
         Ok(power_levels_from(power_levels.as_deref(), create.as_deref(), &rules))
     }
 
@@ -80,20 +84,17 @@ impl Services {
     /// `event_type` requires: the rule Synapse applies to directory changes.
     pub async fn require_power(&self, room_id: &RoomId, user: &ruma::UserId, event_type: &str) -> Result<()> {
         let levels = self.current_power_levels(room_id).await?;
-        let (mine, needed) = (levels.for_user(user), state_level(&levels, event_type));
-        if mine >= needed {
+        let kind = StateEventType::from(event_type);
+        if levels.user_can_send_state(user, kind.clone()) {
             return Ok(());
         }
-        let mine = match mine {
-            UserPowerLevel::Int(level) => level.to_string(),
-            _ => "unlimited".to_owned(),
-        };
-        Err(Error::forbidden(format!("your power level {mine} is below the {} needed", display(needed))))
+        let (mine, needed) = (describe_level(levels.for_user(user)), levels.for_state(kind));
+        Err(Error::forbidden(format!("your power level {mine} is below the {needed} needed")))
     }
 }
 
 /// A level for a message: a number, or "unlimited" for a v12 creator.
-pub fn display(level: UserPowerLevel) -> String {
+pub fn describe_level(level: UserPowerLevel) -> String {
     match level {
         UserPowerLevel::Int(level) => level.to_string(),
         _ => "unlimited".to_owned(),
@@ -106,6 +107,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::rooms::version_rules;
 
     fn pdu(kind: &str, sender: &str, content: serde_json::Value) -> std::sync::Arc<Pdu> {
         let event = json!({
@@ -124,8 +126,8 @@ mod tests {
         let rules = version_rules("10").unwrap();
         let create = pdu("m.room.create", "@mayor:pref.example", json!({ "room_version": "10" }));
         let levels = power_levels_from(None, Some(&*create), &rules);
-        assert_eq!(state_level(&levels, "m.room.topic"), UserPowerLevel::Int(int!(50)));
-        assert_eq!(state_level(&levels, "jp.kairan.room.policy"), UserPowerLevel::Int(int!(50)));
+        assert_eq!(levels.for_state(StateEventType::from("m.room.topic")), int!(50));
+        assert_eq!(levels.for_state(StateEventType::from("jp.kairan.room.policy")), int!(50));
         assert_eq!(levels.for_user(user_id!("@mayor:pref.example")), UserPowerLevel::Int(int!(100)));
         assert_eq!(levels.for_user(user_id!("@clerk:pref.example")), UserPowerLevel::Int(int!(0)));
         assert_eq!(levels.invite, int!(0));
@@ -135,7 +137,7 @@ mod tests {
         let create = pdu("m.room.create", "@mayor:pref.example", json!({ "room_version": "12" }));
         let levels = power_levels_from(None, Some(&*create), &rules);
         assert_eq!(levels.for_user(user_id!("@mayor:pref.example")), UserPowerLevel::Infinite);
-        assert_eq!(state_level(&levels, "m.room.topic"), UserPowerLevel::Int(int!(50)));
+        assert_eq!(levels.for_state(StateEventType::from("m.room.topic")), int!(50));
     }
 
     #[test]
@@ -151,7 +153,7 @@ mod tests {
         // Old rooms may write levels as strings.
         assert_eq!(levels.for_user(user_id!("@clerk:pref.example")), UserPowerLevel::Int(int!(30)));
         assert_eq!(levels.for_user(user_id!("@mayor:pref.example")), UserPowerLevel::Int(int!(0)));
-        assert_eq!(state_level(&levels, "m.room.topic"), UserPowerLevel::Int(int!(20)));
-        assert_eq!(state_level(&levels, "m.room.name"), UserPowerLevel::Int(int!(40)));
+        assert_eq!(levels.for_state(StateEventType::from("m.room.topic")), int!(20));
+        assert_eq!(levels.for_state(StateEventType::from("m.room.name")), int!(40));
     }
 }

@@ -6,9 +6,7 @@
 //! then judged. Every path an event enters by (a local send of any kind, a PDU from
 //! another server, a backfilled event) goes through here.
 
-use ruma::{
-    EventId, OwnedEventId, UserId, events::room::power_levels::UserPowerLevel, room_version_rules::RoomVersionRules,
-};
+use ruma::{EventId, OwnedEventId, UserId, room_version_rules::RoomVersionRules};
 
 use super::{Pdu, StateMap};
 use crate::{
@@ -61,10 +59,7 @@ impl Services {
             None => Err(Error::not_found("the event to redact is not known here")),
             Some(t) if t.sender == sender && levels.user_can_redact_own_event(sender) => Ok(()),
             Some(_) => {
-                let yours = match levels.for_user(sender) {
-                    UserPowerLevel::Int(level) => level.to_string(),
-                    _ => "unlimited".to_owned(),
-                };
+                let yours = super::power::describe_level(levels.for_user(sender));
                 Err(Error::forbidden(format!(
                     "redacting other users' events needs power level {}; yours is {yours}",
                     levels.redact
